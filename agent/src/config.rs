@@ -1,0 +1,409 @@
+//! The agent's configuration file (`/etc/ocore/agent.toml`): what the agent listens on, where
+//! it keeps state, and the Odoo instances it is allowed to act on.
+//!
+//! The instance list is the agent's authority boundary: a coordinator request names an
+//! instance by id and can never widen what is declared here.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default location of the agent's configuration.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ocore/agent.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Address the gRPC service binds, e.g. `0.0.0.0:7700`.
+    pub listen: SocketAddr,
+    /// Journal, Git mirrors, snapshots and the TLS identity live below this directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub registry: RegistryConfig,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub nginx: NginxConfig,
+    #[serde(default, rename = "instance")]
+    pub instances: Vec<InstanceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `host:port` of the host's local registry images are pushed to.
+    #[serde(default = "default_registry")]
+    pub address: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            address: default_registry(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    /// File holding the password (kept out of this file so the config can be shared).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            host: default_pg_host(),
+            port: default_pg_port(),
+            user: default_pg_user(),
+            password_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfig {
+    #[serde(default = "default_nginx_binary")]
+    pub binary: PathBuf,
+    /// Directory included by nginx where the agent writes one file per instance.
+    #[serde(default = "default_nginx_conf_dir")]
+    pub conf_dir: PathBuf,
+}
+
+impl Default for NginxConfig {
+    fn default() -> Self {
+        Self {
+            binary: default_nginx_binary(),
+            conf_dir: default_nginx_conf_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// Identifier the coordinator uses to name this instance.
+    pub id: String,
+    /// The PostgreSQL database of this instance; the only one the agent touches for it.
+    pub database: String,
+    /// Odoo's data directory (holds `filestore/<database>`).
+    pub data_dir: PathBuf,
+    /// Image the generated Dockerfile starts from, e.g. `odoo:17.0`.
+    pub base_image: String,
+    /// Port nginx serves this instance on.
+    pub public_port: u16,
+    pub blue: ColorPorts,
+    pub green: ColorPorts,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColorPorts {
+    /// Odoo's HTTP port for this colour.
+    pub http: u16,
+    /// Odoo's websocket / gevent port for this colour.
+    pub gevent: u16,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ocore-agent")
+}
+fn default_registry() -> String {
+    "127.0.0.1:5000".to_owned()
+}
+fn default_pg_host() -> String {
+    "127.0.0.1".to_owned()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pg_user() -> String {
+    "odoo".to_owned()
+}
+fn default_nginx_binary() -> PathBuf {
+    PathBuf::from("/usr/sbin/nginx")
+}
+fn default_nginx_conf_dir() -> PathBuf {
+    PathBuf::from("/etc/nginx/conf.d")
+}
+
+/// Why a configuration file could not be used. Each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: permission denied; run as root or give the agent's user read access (the file should be mode 0640 owned by root)")]
+    PermissionDenied { path: PathBuf },
+    #[error(
+        "cannot read {path}: file not found; create it (see the README's configuration section)"
+    )]
+    NotFound { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path} is not valid:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates the configuration at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+            ErrorKind::PermissionDenied => ConfigError::PermissionDenied {
+                path: path.to_owned(),
+            },
+            ErrorKind::NotFound => ConfigError::NotFound {
+                path: path.to_owned(),
+            },
+            _ => ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` only names the source in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every reason this configuration cannot be used, in file order.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        check_abs_path("state_dir", &self.state_dir, &mut problems);
+        check_abs_path("nginx.binary", &self.nginx.binary, &mut problems);
+        check_abs_path("nginx.conf_dir", &self.nginx.conf_dir, &mut problems);
+        if let Some(file) = &self.postgres.password_file {
+            check_abs_path("postgres.password_file", file, &mut problems);
+        }
+        if !is_host_port(&self.registry.address) {
+            problems.push(format!(
+                "registry.address {:?} must be host:port, e.g. 127.0.0.1:5000",
+                self.registry.address
+            ));
+        }
+        let mut ids = BTreeSet::new();
+        let mut databases = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        ports.insert(self.listen.port());
+        for (i, inst) in self.instances.iter().enumerate() {
+            let at = format!("instance #{} ({:?})", i + 1, inst.id);
+            if let Err(e) = validate_instance_id(&inst.id) {
+                problems.push(format!("{at}: {e}"));
+            } else if !ids.insert(inst.id.clone()) {
+                problems.push(format!("{at}: id declared twice"));
+            }
+            if let Err(e) = validate_database_name(&inst.database) {
+                problems.push(format!("{at}: {e}"));
+            } else if !databases.insert(inst.database.clone()) {
+                problems.push(format!(
+                    "{at}: database {:?} is already used by another instance",
+                    inst.database
+                ));
+            }
+            check_abs_path(&format!("{at}: data_dir"), &inst.data_dir, &mut problems);
+            if inst.base_image.trim().is_empty() || inst.base_image.contains(char::is_whitespace) {
+                problems.push(format!(
+                    "{at}: base_image {:?} must be an image reference like odoo:17.0",
+                    inst.base_image
+                ));
+            }
+            for (what, port) in [
+                ("public_port", inst.public_port),
+                ("blue.http", inst.blue.http),
+                ("blue.gevent", inst.blue.gevent),
+                ("green.http", inst.green.http),
+                ("green.gevent", inst.green.gevent),
+            ] {
+                if port == 0 {
+                    problems.push(format!("{at}: {what} must not be 0"));
+                } else if !ports.insert(port) {
+                    problems.push(format!(
+                        "{at}: {what} {port} is already used (by listen or another port)"
+                    ));
+                }
+            }
+        }
+        problems
+    }
+
+    /// The instance declared with `id`, if any.
+    pub fn instance(&self, id: &str) -> Option<&InstanceConfig> {
+        self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// Directory holding the agent's key, certificate and pinned CA.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.state_dir.join("tls")
+    }
+}
+
+fn check_abs_path(what: &str, path: &Path, problems: &mut Vec<String>) {
+    if !path.is_absolute() {
+        problems.push(format!("{what} {path:?} must be an absolute path"));
+    } else if path.components().any(|c| c == Component::ParentDir) {
+        problems.push(format!("{what} {path:?} must not contain '..'"));
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+/// Instance ids appear in container names, file names and nginx configs: keep them plain.
+pub fn validate_instance_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && id.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "instance id {id:?} must be 1-63 characters of a-z, 0-9, '-', '_' starting with a letter or digit"
+        ))
+    }
+}
+
+/// Odoo's own rule for database names (`[a-zA-Z0-9_.-]`), bounded by PostgreSQL's 63 bytes.
+pub fn validate_database_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && !name.starts_with(['.', '-']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "database {name:?} must be 1-63 characters of a-z, A-Z, 0-9, '_', '.', '-' not starting with '.' or '-'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7700"
+state_dir = "/var/lib/ocore-agent"
+
+[[instance]]
+id = "shop-prod"
+database = "shop"
+data_dir = "/var/lib/odoo/shop"
+base_image = "odoo:17.0"
+public_port = 8069
+blue = { http = 18069, gevent = 18072 }
+green = { http = 28069, gevent = 28072 }
+"#;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let config = parse(GOOD).expect("valid config");
+        assert_eq!(config.instances.len(), 1);
+        assert_eq!(config.registry.address, "127.0.0.1:5000");
+        assert_eq!(
+            config.instance("shop-prod").map(|i| i.blue.http),
+            Some(18069)
+        );
+        assert!(config.instance("other").is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let err = parse(&format!("{GOOD}\nsurprise = 1\n")).expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("surprise"), "{msg}");
+        let err = parse(&GOOD.replace("base_image", "base_imag")).expect_err("typo");
+        assert!(err.to_string().contains("base_imag"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let bad = GOOD
+            .replace("\"shop-prod\"", "\"../etc\"")
+            .replace("\"shop\"", "\"shop; drop\"")
+            .replace("/var/lib/odoo/shop", "relative/dir")
+            .replace("28072", "18069");
+        let err = parse(&bad).expect_err("invalid");
+        let msg = err.to_string();
+        assert!(msg.contains("instance id \"../etc\""), "{msg}");
+        assert!(msg.contains("database \"shop; drop\""), "{msg}");
+        assert!(msg.contains("must be an absolute path"), "{msg}");
+        assert!(msg.contains("green.gevent 18069 is already used"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_ids_and_databases_are_refused() {
+        let second = &GOOD[GOOD.find("[[instance]]").unwrap_or(0)..]
+            .replace("8069", "9069")
+            .replace("8072", "9072");
+        let err = parse(&format!("{GOOD}\n{second}")).expect_err("duplicate");
+        let msg = err.to_string();
+        assert!(msg.contains("id declared twice"), "{msg}");
+        assert!(msg.contains("already used by another instance"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_and_permissions_are_explained() {
+        let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
+        assert!(matches!(err, ConfigError::NotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_instance_id("shop_prod-1").is_ok());
+        assert!(validate_instance_id("-x").is_err());
+        assert!(validate_instance_id("a/b").is_err());
+        assert!(validate_database_name("shop.v17-prod_1").is_ok());
+        assert!(validate_database_name("shop'").is_err());
+        assert!(validate_database_name(&"d".repeat(64)).is_err());
+    }
+}

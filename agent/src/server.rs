@@ -1,0 +1,205 @@
+//! `ocore-agent run`: binds the gRPC listener behind mutual TLS, serves until SIGTERM, and
+//! reloads its certificate on SIGHUP.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ocore_proto::AgentServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::Connected;
+
+use crate::config::AgentConfig;
+use crate::service::AgentService;
+use crate::tls::TlsState;
+
+/// A handshake that takes longer than this is dropped, so idle sockets cannot pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight RPCs get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let tls = Arc::new(TlsState::load(&config.tls_dir())?);
+    let identity = tls.current();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr()?;
+    tracing::info!(
+        agent = %identity.name,
+        instances = config.instances.len(),
+        "gRPC (mutual TLS 1.3) listening on {local}"
+    );
+
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (conn_tx, conn_rx) = mpsc::channel::<io::Result<TlsConn>>(64);
+    tracker.spawn(accept_loop(
+        listener,
+        tls.clone(),
+        conn_tx,
+        cancel.clone(),
+        tracker.clone(),
+    ));
+
+    let started_at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let service = AgentService::new(config.clone(), tls.clone(), started_at);
+    let server = tonic::transport::Server::builder()
+        .add_service(AgentServer::new(service))
+        .serve_with_incoming_shutdown(
+            ReceiverStream::new(conn_rx),
+            cancel.clone().cancelled_owned(),
+        );
+    let server = tracker.spawn(server);
+
+    notify_ready();
+    wait_for_shutdown(&tls).await?;
+    tracing::info!("shutting down; waiting up to {SHUTDOWN_GRACE:?} for in-flight requests");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    cancel.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; exiting with requests still in flight");
+        return Ok(());
+    }
+    // Every tracked task has ended, so the server's result is ready.
+    server.await??;
+    Ok(())
+}
+
+fn notify_ready() {
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!("cannot notify systemd of readiness: {e}");
+    }
+}
+
+/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS identity from disk meanwhile.
+async fn wait_for_shutdown(tls: &TlsState) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                match tls.reload() {
+                    Ok(identity) => tracing::info!(
+                        agent = %identity.name,
+                        not_after = identity.cert.not_after,
+                        "SIGHUP: reloaded certificate"
+                    ),
+                    Err(e) => tracing::error!("SIGHUP: keeping the current certificate: {e}"),
+                }
+                notify_ready();
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsState>,
+    conns: mpsc::Sender<io::Result<TlsConn>>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Each handshake uses the configuration in force now, so a renewed or reloaded
+        // certificate applies to the very next connection.
+        let acceptor = TlsAcceptor::from(tls.server_config());
+        let conns = conns.clone();
+        tracker.spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let _ = conns.send(Ok(TlsConn(stream))).await;
+                }
+                Ok(Err(e)) => tracing::warn!(%peer, "refused connection: {e}"),
+                Err(_) => tracing::warn!(%peer, "refused connection: TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// A TLS connection accepted from an authenticated coordinator.
+pub struct TlsConn(TlsStream<TcpStream>);
+
+/// Peer address of a connection, available to RPC handlers as a request extension.
+#[derive(Debug, Clone)]
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerAddr;
+
+    fn connect_info(&self) -> PeerAddr {
+        PeerAddr(self.0.get_ref().0.peer_addr().ok())
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+}

@@ -1,0 +1,231 @@
+//! The agent's gRPC service: the `ocore.agent.v1.Agent` contract as this agent version
+//! implements it. Requests are converted from protobuf here and nowhere else.
+
+use std::sync::Arc;
+
+use ocore_proto::v1::{
+    self, AgentInfo, InstallCertificateResponse, InstanceDecl, InstanceStatus, RenewalCsr,
+};
+use ocore_proto::Agent;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::AgentConfig;
+use crate::tls::{IdentityError, TlsState};
+
+/// Shared state behind every RPC.
+pub struct AgentService {
+    config: Arc<AgentConfig>,
+    tls: Arc<TlsState>,
+    started_at: i64,
+}
+
+impl AgentService {
+    pub fn new(config: Arc<AgentConfig>, tls: Arc<TlsState>, started_at: i64) -> Self {
+        Self {
+            config,
+            tls,
+            started_at,
+        }
+    }
+
+    fn declared(&self, instance_id: &str) -> Result<(), Status> {
+        match self.config.instance(instance_id) {
+            Some(_) => Ok(()),
+            None => Err(Status::not_found(format!(
+                "instance {:?} is not declared in this agent's configuration",
+                truncate(instance_id)
+            ))),
+        }
+    }
+}
+
+/// Bounds identifiers echoed back in errors, so hostile input cannot inflate responses.
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not available in ocore-agent {}",
+        env!("CARGO_PKG_VERSION")
+    ))
+}
+
+fn identity_status(e: IdentityError) -> Status {
+    match e {
+        IdentityError::NoPendingRenewal => Status::failed_precondition(e.to_string()),
+        IdentityError::Tls(_) => Status::invalid_argument(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+type EventStream<T> = ReceiverStream<Result<T, Status>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn get_info(
+        &self,
+        _request: Request<v1::GetInfoRequest>,
+    ) -> Result<Response<AgentInfo>, Status> {
+        let identity = self.tls.current();
+        let instances = self
+            .config
+            .instances
+            .iter()
+            .map(|i| InstanceDecl {
+                id: i.id.clone(),
+                database: i.database.clone(),
+                data_dir: i.data_dir.display().to_string(),
+                base_image: i.base_image.clone(),
+                public_port: u32::from(i.public_port),
+            })
+            .collect();
+        Ok(Response::new(AgentInfo {
+            name: identity.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: hostname(),
+            instances,
+            started_at: self.started_at,
+            certificate_not_after: identity.cert.not_after.saturating_mul(1000),
+            running: Vec::new(),
+        }))
+    }
+
+    async fn get_instance_status(
+        &self,
+        request: Request<v1::InstanceStatusRequest>,
+    ) -> Result<Response<InstanceStatus>, Status> {
+        let id = request.into_inner().instance_id;
+        self.declared(&id)?;
+        // Nothing is deployed by this agent version, so no colour is active yet.
+        Ok(Response::new(InstanceStatus {
+            instance_id: id,
+            ..Default::default()
+        }))
+    }
+
+    type DeployStream = EventStream<v1::DeployEvent>;
+    async fn deploy(
+        &self,
+        request: Request<v1::DeployRequest>,
+    ) -> Result<Response<Self::DeployStream>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("the deployment pipeline"))
+    }
+
+    type AttachStream = EventStream<v1::DeployEvent>;
+    async fn attach(
+        &self,
+        _request: Request<v1::AttachRequest>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        Err(not_yet("the deployment pipeline"))
+    }
+
+    async fn cancel(
+        &self,
+        _request: Request<v1::CancelRequest>,
+    ) -> Result<Response<v1::CancelResponse>, Status> {
+        Err(not_yet("the deployment pipeline"))
+    }
+
+    type RollbackStream = EventStream<v1::DeployEvent>;
+    async fn rollback(
+        &self,
+        request: Request<v1::RollbackRequest>,
+    ) -> Result<Response<Self::RollbackStream>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("rollback"))
+    }
+
+    type CreateSnapshotStream = EventStream<v1::SnapshotEvent>;
+    async fn create_snapshot(
+        &self,
+        request: Request<v1::CreateSnapshotRequest>,
+    ) -> Result<Response<Self::CreateSnapshotStream>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn list_snapshots(
+        &self,
+        request: Request<v1::ListSnapshotsRequest>,
+    ) -> Result<Response<v1::ListSnapshotsResponse>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn pin_snapshot(
+        &self,
+        request: Request<v1::PinSnapshotRequest>,
+    ) -> Result<Response<v1::Snapshot>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        request: Request<v1::DeleteSnapshotRequest>,
+    ) -> Result<Response<v1::DeleteSnapshotResponse>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn estimate_snapshot(
+        &self,
+        request: Request<v1::EstimateSnapshotRequest>,
+    ) -> Result<Response<v1::SnapshotEstimate>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn apply_retention(
+        &self,
+        request: Request<v1::ApplyRetentionRequest>,
+    ) -> Result<Response<v1::ApplyRetentionResponse>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    type ExportSnapshotStream = EventStream<v1::ExportChunk>;
+    async fn export_snapshot(
+        &self,
+        request: Request<v1::ExportSnapshotRequest>,
+    ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        Err(not_yet("snapshots"))
+    }
+
+    async fn request_certificate_renewal(
+        &self,
+        _request: Request<v1::RenewalRequest>,
+    ) -> Result<Response<RenewalCsr>, Status> {
+        let csr_pem = self.tls.begin_renewal().map_err(identity_status)?;
+        tracing::info!("generated a new key pair for certificate renewal");
+        Ok(Response::new(RenewalCsr { csr_pem }))
+    }
+
+    async fn install_certificate(
+        &self,
+        request: Request<v1::InstallCertificateRequest>,
+    ) -> Result<Response<InstallCertificateResponse>, Status> {
+        let info = self
+            .tls
+            .install(&request.into_inner().certificate_pem)
+            .map_err(identity_status)?;
+        tracing::info!(
+            not_after = info.not_after,
+            fingerprint = %info.fingerprint,
+            "installed renewed certificate"
+        );
+        Ok(Response::new(InstallCertificateResponse {
+            not_after: info.not_after.saturating_mul(1000),
+        }))
+    }
+}

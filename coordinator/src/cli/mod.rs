@@ -1,0 +1,91 @@
+//! The `ocore` command line: `ocore server` runs the coordinator, `ocore ca` manages the CA
+//! on the coordinator host, every other subcommand talks to the coordinator's REST API.
+
+mod agent;
+mod ca;
+pub mod client;
+mod login;
+mod output;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use client::ApiClient;
+pub use client::CliError;
+pub use output::Format;
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Parser)]
+#[command(
+    name = "ocore",
+    version,
+    about = "oCore: deploy custom Odoo modules from Git to your own servers",
+    long_about = "oCore ships a Git repository of Odoo addons to running Odoo instances: \
+                  blue-green container swaps behind nginx, module updates, and pre-deploy \
+                  snapshots for rollback.\n\n`ocore server` runs the coordinator; the other \
+                  commands talk to it (set OCORE_URL and OCORE_TOKEN, or run `ocore login`).",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args)]
+pub struct Global {
+    /// Coordinator URL, e.g. https://ocore.example.com
+    #[arg(long, global = true, env = "OCORE_URL")]
+    pub url: Option<String>,
+    /// API token (prefer the environment variable or `ocore login` over this flag).
+    #[arg(long, global = true, env = "OCORE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Output format of read commands.
+    #[arg(long, short, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the coordinator (what the systemd unit runs).
+    Server(ServerArgs),
+    /// Manage the oCore certificate authority (on the coordinator host).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Register, list, inspect and remove agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Save the coordinator URL and token for later commands (file mode 0600).
+    Login(login::LoginArgs),
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Configuration file.
+    #[arg(long, short, env = "OCORE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+/// Runs a client-side command (anything but `server`).
+pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
+    let client = || ApiClient::new(global.url.clone(), global.token.clone());
+    match command {
+        Command::Server(_) => Err(CliError::Usage(
+            "`ocore server` is handled by the binary's entry point".to_owned(),
+        )),
+        Command::Ca(cmd) => ca::run(cmd, global.output),
+        Command::Agent(cmd) => agent::run(&client()?, cmd, global.output),
+        Command::Token(cmd) => token::run(&client()?, cmd, global.output),
+        Command::Login(args) => login::run(global, args),
+    }
+}

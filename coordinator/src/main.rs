@@ -1,0 +1,70 @@
+//! `ocore`: the coordinator (`ocore server`) and the command-line client in one binary.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ocore::cli::{self, Cli, CliError, Command};
+use ocore::config::CoordinatorConfig;
+
+/// Exit code for unusable configuration or arguments (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => {
+            init_logging();
+            let config = match CoordinatorConfig::load(&args.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("ocore: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            if args.check_config {
+                println!("{}: valid", args.config.display());
+                return ExitCode::SUCCESS;
+            }
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ocore: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(ocore::server::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("ocore: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        command => match cli::run(&cli.global, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ocore: {e}");
+                match e {
+                    CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
+                    _ => ExitCode::FAILURE,
+                }
+            }
+        },
+    }
+}
+
+/// Logs to stderr; under systemd (JOURNAL_STREAM set) journald adds its own timestamps.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OCORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.init();
+    }
+}

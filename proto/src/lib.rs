@@ -1,0 +1,18 @@
+//! The wire contract between coordinator and agent: generated gRPC code plus the naming
+//! rules both sides use to recognise each other in certificates.
+//!
+//! Only this crate knows protobuf. The agent and the coordinator convert these messages to
+//! their own domain types at their gRPC edge.
+
+pub mod enrolment;
+pub mod identity;
+pub mod tls;
+
+/// Generated messages, client and server for `ocore.agent.v1`.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("ocore.agent.v1");
+}
+
+pub use v1::agent_client::AgentClient;
+pub use v1::agent_server::{Agent, AgentServer};
