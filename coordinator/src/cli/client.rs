@@ -86,7 +86,8 @@ impl ApiClient {
             .into();
         Ok(Self {
             base,
-            token: token.or(saved.token),
+            // An empty OCORE_TOKEN means "no token", not an empty bearer.
+            token: token.filter(|t| !t.trim().is_empty()).or(saved.token),
             agent,
         })
     }
