@@ -10,7 +10,7 @@ use ocore_tests::{
     enrolled_agent, ensure_success, wait_for, Coordinator, CoordinatorOptions, TestAgent, DEADLINE,
 };
 use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
 
 fn stderr(out: &std::process::Output) -> String {
@@ -57,7 +57,7 @@ fn agent_refuses_every_client_but_the_coordinator() -> Result<()> {
 
     let now = OffsetDateTime::now_utc();
     let real_ca_key = KeyPair::from_pem(&std::fs::read_to_string(ca_dir.join("ca.key"))?)?;
-    let real_ca_cert = CertificateDer::from(load_certs(&ca_dir.join("ca.crt"))?.remove(0));
+    let real_ca_cert = load_certs(&ca_dir.join("ca.crt"))?.remove(0);
     let real_issuer = Issuer::from_ca_cert_der(&real_ca_cert, &real_ca_key)?;
 
     let other_ca_key = KeyPair::generate()?;
