@@ -64,6 +64,14 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Save the coordinator URL and token for later commands (file mode 0600).
     Login(login::LoginArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) generated from these definitions.
+    #[command(hide = true)]
+    Manpage,
 }
 
 #[derive(Args)]
@@ -87,5 +95,30 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
         Command::Agent(cmd) => agent::run(&client()?, cmd, global.output),
         Command::Token(cmd) => token::run(&client()?, cmd, global.output),
         Command::Login(args) => login::run(global, args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "ocore", &mut script);
+            write_stdout(&script)
+        }
+        Command::Manpage => {
+            let command = <Cli as clap::CommandFactory>::command();
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .map_err(|e| CliError::Local(format!("cannot render the manual page: {e}")))?;
+            write_stdout(&page)
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Local(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }
