@@ -55,7 +55,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     ));
 
     let started_at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let service = AgentService::new(config.clone(), tls.clone(), started_at);
+    let pg = crate::db::Pg::from_config(&config.postgres)?;
+    let snapshots = Arc::new(crate::snapshot::Snapshots::new(config.clone(), pg));
+    let service = AgentService::new(config.clone(), tls.clone(), started_at, snapshots);
     let server = tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
         .serve_with_incoming_shutdown(

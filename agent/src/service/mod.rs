@@ -11,22 +11,36 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::AgentConfig;
+use crate::snapshot::Snapshots;
 use crate::tls::{IdentityError, TlsState};
+
+mod snapshots;
 
 /// Shared state behind every RPC.
 pub struct AgentService {
     config: Arc<AgentConfig>,
     tls: Arc<TlsState>,
     started_at: i64,
+    snapshots: Arc<Snapshots>,
 }
 
 impl AgentService {
-    pub fn new(config: Arc<AgentConfig>, tls: Arc<TlsState>, started_at: i64) -> Self {
+    pub fn new(
+        config: Arc<AgentConfig>,
+        tls: Arc<TlsState>,
+        started_at: i64,
+        snapshots: Arc<Snapshots>,
+    ) -> Self {
         Self {
             config,
             tls,
             started_at,
+            snapshots,
         }
+    }
+
+    pub fn snapshots(&self) -> &Arc<Snapshots> {
+        &self.snapshots
     }
 
     fn declared(&self, instance_id: &str) -> Result<(), Status> {
@@ -45,7 +59,7 @@ fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-fn not_yet(what: &str) -> Status {
+pub(crate) fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!(
         "{what} is not available in ocore-agent {}",
         env!("CARGO_PKG_VERSION")
@@ -66,7 +80,7 @@ fn hostname() -> String {
         .unwrap_or_default()
 }
 
-type EventStream<T> = ReceiverStream<Result<T, Status>>;
+pub(crate) type EventStream<T> = ReceiverStream<Result<T, Status>>;
 
 #[tonic::async_trait]
 impl Agent for AgentService {
@@ -150,7 +164,7 @@ impl Agent for AgentService {
         request: Request<v1::CreateSnapshotRequest>,
     ) -> Result<Response<Self::CreateSnapshotStream>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::create_snapshot(self, request.into_inner()).await
     }
 
     async fn list_snapshots(
@@ -158,7 +172,7 @@ impl Agent for AgentService {
         request: Request<v1::ListSnapshotsRequest>,
     ) -> Result<Response<v1::ListSnapshotsResponse>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::list_snapshots(self, request.into_inner()).await
     }
 
     async fn pin_snapshot(
@@ -166,7 +180,7 @@ impl Agent for AgentService {
         request: Request<v1::PinSnapshotRequest>,
     ) -> Result<Response<v1::Snapshot>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::pin_snapshot(self, request.into_inner()).await
     }
 
     async fn delete_snapshot(
@@ -174,7 +188,7 @@ impl Agent for AgentService {
         request: Request<v1::DeleteSnapshotRequest>,
     ) -> Result<Response<v1::DeleteSnapshotResponse>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::delete_snapshot(self, request.into_inner()).await
     }
 
     async fn estimate_snapshot(
@@ -182,7 +196,7 @@ impl Agent for AgentService {
         request: Request<v1::EstimateSnapshotRequest>,
     ) -> Result<Response<v1::SnapshotEstimate>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::estimate_snapshot(self, request.into_inner()).await
     }
 
     async fn apply_retention(
@@ -190,7 +204,7 @@ impl Agent for AgentService {
         request: Request<v1::ApplyRetentionRequest>,
     ) -> Result<Response<v1::ApplyRetentionResponse>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::apply_retention(self, request.into_inner()).await
     }
 
     type ExportSnapshotStream = EventStream<v1::ExportChunk>;
@@ -199,7 +213,7 @@ impl Agent for AgentService {
         request: Request<v1::ExportSnapshotRequest>,
     ) -> Result<Response<Self::ExportSnapshotStream>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("snapshots"))
+        snapshots::export_snapshot(self, request.into_inner()).await
     }
 
     async fn request_certificate_renewal(
