@@ -13,6 +13,9 @@ echo "== build"
 # The end-to-end suite drives the real binaries, so they are built first.
 cargo build --workspace --bins
 
+echo "== Odoo test image"
+bash tests/odoo-image/build.sh
+
 echo "== tests"
 [ "${1:-}" = "--" ] && shift
 cargo test --workspace "$@"

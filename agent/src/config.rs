@@ -28,6 +28,10 @@ pub struct AgentConfig {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub nginx: NginxConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub snapshots: SnapshotsConfig,
     #[serde(default, rename = "instance")]
     pub instances: Vec<InstanceConfig>,
 }
@@ -81,6 +85,13 @@ pub struct NginxConfig {
     /// Directory included by nginx where the agent writes one file per instance.
     #[serde(default = "default_nginx_conf_dir")]
     pub conf_dir: PathBuf,
+    /// Main configuration file passed as `-c` to `nginx -t` and `nginx -s reload`
+    /// (nginx's compiled-in default when absent).
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
+    /// Prefix passed as `-p` (nginx's compiled-in default when absent).
+    #[serde(default)]
+    pub prefix: Option<PathBuf>,
 }
 
 impl Default for NginxConfig {
@@ -88,6 +99,80 @@ impl Default for NginxConfig {
         Self {
             binary: default_nginx_binary(),
             conf_dir: default_nginx_conf_dir(),
+            config_file: None,
+            prefix: None,
+        }
+    }
+}
+
+/// Deadlines and pacing of the deployment pipeline (`[pipeline]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// A step running longer than this fails (per step).
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout_secs: u64,
+    /// How long a new colour may take to answer its health checks.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout_secs: u64,
+    /// Time the old colour keeps running after traffic moved away, for in-flight requests.
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
+    /// Time a stopping Odoo container gets between SIGTERM and SIGKILL.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_secs: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            step_timeout_secs: default_step_timeout(),
+            health_timeout_secs: default_health_timeout(),
+            drain_secs: default_drain(),
+            stop_grace_secs: default_stop_grace(),
+        }
+    }
+}
+
+fn default_step_timeout() -> u64 {
+    1800
+}
+fn default_health_timeout() -> u64 {
+    120
+}
+fn default_drain() -> u64 {
+    2
+}
+fn default_stop_grace() -> u64 {
+    20
+}
+
+/// How snapshots are taken and restored (`[snapshots]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// Parallel jobs of `pg_dump -Fd` (each is one more PostgreSQL connection).
+    #[serde(default = "default_pg_jobs")]
+    pub pg_dump_jobs: u32,
+    /// Parallel jobs of `pg_restore`.
+    #[serde(default = "default_pg_jobs")]
+    pub pg_restore_jobs: u32,
+    /// Directory holding `pg_dump`, `pg_restore` and `psql`. Unset: the newest
+    /// `/usr/lib/postgresql/<major>/bin` that can dump the server, else `/usr/bin`.
+    #[serde(default)]
+    pub pg_bin_dir: Option<PathBuf>,
+    /// zstd level of filestore blobs (1-19); 3 is zstd's own default.
+    #[serde(default = "default_blob_level")]
+    pub blob_zstd_level: i32,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        Self {
+            pg_dump_jobs: default_pg_jobs(),
+            pg_restore_jobs: default_pg_jobs(),
+            pg_bin_dir: None,
+            blob_zstd_level: default_blob_level(),
         }
     }
 }
@@ -107,6 +192,12 @@ pub struct InstanceConfig {
     pub public_port: u16,
     pub blue: ColorPorts,
     pub green: ColorPorts,
+    /// Owner of restored filestore files: the container's `odoo` user (101 in the
+    /// official image).
+    #[serde(default = "default_odoo_id")]
+    pub odoo_uid: u32,
+    #[serde(default = "default_odoo_id")]
+    pub odoo_gid: u32,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -138,6 +229,15 @@ fn default_nginx_binary() -> PathBuf {
 }
 fn default_nginx_conf_dir() -> PathBuf {
     PathBuf::from("/etc/nginx/conf.d")
+}
+fn default_pg_jobs() -> u32 {
+    2
+}
+fn default_blob_level() -> i32 {
+    3
+}
+fn default_odoo_id() -> u32 {
+    101
 }
 
 /// Why a configuration file could not be used. Each variant names the file.
@@ -204,8 +304,49 @@ impl AgentConfig {
         check_abs_path("state_dir", &self.state_dir, &mut problems);
         check_abs_path("nginx.binary", &self.nginx.binary, &mut problems);
         check_abs_path("nginx.conf_dir", &self.nginx.conf_dir, &mut problems);
+        for (what, path) in [
+            ("nginx.config_file", &self.nginx.config_file),
+            ("nginx.prefix", &self.nginx.prefix),
+        ] {
+            if let Some(path) = path {
+                check_abs_path(what, path, &mut problems);
+            }
+        }
+        for (what, v) in [
+            (
+                "pipeline.step_timeout_secs",
+                self.pipeline.step_timeout_secs,
+            ),
+            (
+                "pipeline.health_timeout_secs",
+                self.pipeline.health_timeout_secs,
+            ),
+            ("pipeline.stop_grace_secs", self.pipeline.stop_grace_secs),
+        ] {
+            if v == 0 {
+                problems.push(format!("{what} must be greater than 0"));
+            }
+        }
         if let Some(file) = &self.postgres.password_file {
             check_abs_path("postgres.password_file", file, &mut problems);
+        }
+        let snap = &self.snapshots;
+        for (what, jobs) in [
+            ("snapshots.pg_dump_jobs", snap.pg_dump_jobs),
+            ("snapshots.pg_restore_jobs", snap.pg_restore_jobs),
+        ] {
+            if !(1..=64).contains(&jobs) {
+                problems.push(format!("{what} {jobs} must be between 1 and 64"));
+            }
+        }
+        if let Some(dir) = &snap.pg_bin_dir {
+            check_abs_path("snapshots.pg_bin_dir", dir, &mut problems);
+        }
+        if !(1..=19).contains(&snap.blob_zstd_level) {
+            problems.push(format!(
+                "snapshots.blob_zstd_level {} must be between 1 and 19",
+                snap.blob_zstd_level
+            ));
         }
         if !is_host_port(&self.registry.address) {
             problems.push(format!(
@@ -261,6 +402,11 @@ impl AgentConfig {
     /// The instance declared with `id`, if any.
     pub fn instance(&self, id: &str) -> Option<&InstanceConfig> {
         self.instances.iter().find(|i| i.id == id)
+    }
+
+    /// Directory holding every instance's snapshot store.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.state_dir.join("snapshots")
     }
 
     /// Directory holding the agent's key, certificate and pinned CA.
@@ -319,6 +465,17 @@ pub fn validate_database_name(name: &str) -> Result<(), String> {
         Err(format!(
             "database {name:?} must be 1-63 characters of a-z, A-Z, 0-9, '_', '.', '-' not starting with '.' or '-'"
         ))
+    }
+}
+
+/// A parsed example instance, for tests of other modules: new keys get their defaults.
+#[cfg(test)]
+impl InstanceConfig {
+    pub fn example() -> Self {
+        let text = "id = \"shop-prod\"\ndatabase = \"shop\"\ndata_dir = \"/var/lib/odoo/shop\"\n\
+                    base_image = \"odoo:17.0\"\npublic_port = 8069\n\
+                    blue = { http = 18069, gevent = 18072 }\ngreen = { http = 28069, gevent = 28072 }\n";
+        toml::from_str(text).unwrap_or_else(|e| panic!("example instance: {e}"))
     }
 }
 
@@ -395,6 +552,31 @@ green = { http = 28069, gevent = 28072 }
     fn missing_file_and_permissions_are_explained() {
         let err = AgentConfig::load(Path::new("/nonexistent/agent.toml")).expect_err("missing");
         assert!(matches!(err, ConfigError::NotFound { .. }), "{err}");
+    }
+
+    #[test]
+    fn snapshot_settings_have_defaults_and_are_checked() {
+        let config = parse(GOOD).expect("valid config");
+        assert_eq!(config.snapshots.pg_dump_jobs, 2);
+        assert_eq!(config.snapshots.blob_zstd_level, 3);
+        assert!(config.snapshots.pg_bin_dir.is_none());
+        assert_eq!(
+            config
+                .instance("shop-prod")
+                .map(|i| (i.odoo_uid, i.odoo_gid)),
+            Some((101, 101))
+        );
+        let text = format!(
+            "{}\n[snapshots]\npg_dump_jobs = 0\npg_bin_dir = \"bin\"\nblob_zstd_level = 40\n",
+            GOOD.replace("base_image", "odoo_uid = 1000\nbase_image")
+        );
+        let err = parse(&text).expect_err("invalid snapshot settings");
+        let msg = err.to_string();
+        assert!(msg.contains("snapshots.pg_dump_jobs 0"), "{msg}");
+        assert!(msg.contains("snapshots.pg_bin_dir \"bin\""), "{msg}");
+        assert!(msg.contains("snapshots.blob_zstd_level 40"), "{msg}");
+        let err = parse(&format!("{GOOD}\n[snapshots]\njobs = 2\n")).expect_err("unknown");
+        assert!(err.to_string().contains("jobs"), "{err}");
     }
 
     #[test]

@@ -98,6 +98,24 @@ impl Pg {
         Ok(client)
     }
 
+    /// The password, for handing to a container's environment.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
+    }
+
+    /// Whether `database` exists on the server.
+    pub async fn database_exists(&self, database: &str) -> Result<bool, DbError> {
+        let client = self.connect("postgres").await?;
+        let row = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await
+            .map_err(|source| DbError::Query {
+                database: "postgres".to_owned(),
+                source,
+            })?;
+        Ok(row.is_some())
+    }
+
     /// Environment for libpq client programs.
     pub fn tool_env(&self) -> Vec<(String, String)> {
         let mut env = vec![

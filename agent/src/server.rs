@@ -33,6 +33,35 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let tls = Arc::new(TlsState::load(&config.tls_dir())?);
     let identity = tls.current();
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // Everything the service needs, and the clean-up of interrupted deployments, before
+    // the listener exists: no new work is accepted until the host is consistent.
+    let pg = crate::db::Pg::from_config(&config.postgres)?;
+    let snapshots = Arc::new(crate::snapshot::Snapshots::new(config.clone(), pg.clone()));
+    let journal = crate::journal::Journal::open(&config.state_dir.join("journal"))?;
+    let engine = crate::docker::Engine::connect()?;
+    let traffic = Arc::new(crate::traffic::Nginx::new(config.nginx.clone()));
+    let pipeline = crate::pipeline::Pipeline::new(
+        config.clone(),
+        journal,
+        engine,
+        traffic,
+        pg,
+        crate::pipeline::snapshot_port(snapshots.clone()),
+        tracker.clone(),
+        cancel.child_token(),
+    );
+    // Snapshot work first (half-done swaps and restores), then deployments, which may swap
+    // a safety copy back.
+    let report = snapshots.recover().await?;
+    tracing::debug!("snapshot recovery: {report:?}");
+    let recovered = pipeline.recover().await?;
+    if recovered > 0 {
+        tracing::warn!("finished the clean-up of {recovered} interrupted deployment(s)");
+    }
+
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -43,8 +72,6 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         "gRPC (mutual TLS 1.3) listening on {local}"
     );
 
-    let cancel = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let (conn_tx, conn_rx) = mpsc::channel::<io::Result<TlsConn>>(64);
     tracker.spawn(accept_loop(
         listener,
@@ -55,9 +82,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     ));
 
     let started_at = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-    let pg = crate::db::Pg::from_config(&config.postgres)?;
-    let snapshots = Arc::new(crate::snapshot::Snapshots::new(config.clone(), pg));
-    let service = AgentService::new(config.clone(), tls.clone(), started_at, snapshots);
+    let service = AgentService::new(config.clone(), tls.clone(), started_at, snapshots, pipeline);
     let server = tonic::transport::Server::builder()
         .add_service(AgentServer::new(service))
         .serve_with_incoming_shutdown(

@@ -1,18 +1,21 @@
-//! A hand-built gRPC client for probing an agent with arbitrary client certificates (none,
-//! another CA's, expired, wrong identity), independent of the coordinator's own client code.
+//! A hand-built gRPC client for the agent: probing it with arbitrary client certificates
+//! (none, another CA's, expired, wrong identity), and driving deployments with the
+//! coordinator's identity, independently of the coordinator's own client code.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use ocore_proto::identity::agent_dns_name;
-use ocore_proto::v1::{AgentInfo, GetInfoRequest};
+use ocore_proto::tls::{load_certs, load_key};
+use ocore_proto::v1::{self, AgentInfo, GetInfoRequest};
 use ocore_proto::AgentClient;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tonic::transport::{Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A client certificate and key to present, or none.
 pub type ClientAuth = Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>;
@@ -28,15 +31,31 @@ pub fn get_info(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    runtime.block_on(call(address, agent_name, ca, client_auth))
+    runtime.block_on(async {
+        let mut client = client(address, agent_name, ca, client_auth).await?;
+        client
+            .get_info(GetInfoRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| format!("{s:?}"))
+    })
 }
 
-async fn call(
+/// The coordinator's identity, read from its CA directory.
+pub fn coordinator_auth(coordinator_state: &Path) -> Result<ClientAuth, String> {
+    let ca_dir = coordinator_state.join("ca");
+    let chain = load_certs(&ca_dir.join("coordinator.crt")).map_err(|e| e.to_string())?;
+    let key = load_key(&ca_dir.join("coordinator.key")).map_err(|e| e.to_string())?;
+    Ok(Some((chain, key)))
+}
+
+/// A connected client for the agent at `address`.
+pub async fn client(
     address: &str,
     agent_name: &str,
     ca: &CertificateDer<'static>,
     client_auth: ClientAuth,
-) -> Result<AgentInfo, String> {
+) -> Result<AgentClient<Channel>, String> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -56,7 +75,6 @@ async fn call(
         ServerName::try_from(agent_dns_name(agent_name)).map_err(|e| e.to_string())?;
     let address = address.to_owned();
     let channel = Endpoint::from_static("http://agent.test")
-        .timeout(Duration::from_secs(10))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let connector = connector.clone();
             let server_name = server_name.clone();
@@ -69,9 +87,33 @@ async fn call(
         }))
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    AgentClient::new(channel)
-        .get_info(GetInfoRequest {})
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(|s| format!("{s:?}"))
+    Ok(AgentClient::new(channel))
+}
+
+/// Reads a deployment's event stream until it finishes (or `limit` events arrived).
+pub async fn collect(
+    mut stream: tonic::Streaming<v1::DeployEvent>,
+    limit: Option<usize>,
+    timeout: Duration,
+) -> Result<Vec<v1::DeployEvent>, String> {
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .map_err(|_| {
+                format!(
+                    "no end of stream within {timeout:?}; got {} events",
+                    events.len()
+                )
+            })?
+            .map_err(|s| format!("stream error: {s:?}"))?;
+        let Some(event) = next else { break };
+        let finished = matches!(event.kind, Some(v1::deploy_event::Kind::Finished(_)));
+        events.push(event);
+        if finished || limit.is_some_and(|l| events.len() >= l) {
+            break;
+        }
+    }
+    Ok(events)
 }

@@ -11,9 +11,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::AgentConfig;
+use crate::pipeline::Pipeline;
 use crate::snapshot::Snapshots;
 use crate::tls::{IdentityError, TlsState};
 
+mod deploy;
 mod snapshots;
 
 /// Shared state behind every RPC.
@@ -22,6 +24,7 @@ pub struct AgentService {
     tls: Arc<TlsState>,
     started_at: i64,
     snapshots: Arc<Snapshots>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl AgentService {
@@ -30,12 +33,14 @@ impl AgentService {
         tls: Arc<TlsState>,
         started_at: i64,
         snapshots: Arc<Snapshots>,
+        pipeline: Arc<Pipeline>,
     ) -> Self {
         Self {
             config,
             tls,
             started_at,
             snapshots,
+            pipeline,
         }
     }
 
@@ -57,13 +62,6 @@ impl AgentService {
 /// Bounds identifiers echoed back in errors, so hostile input cannot inflate responses.
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
-}
-
-pub(crate) fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "{what} is not available in ocore-agent {}",
-        env!("CARGO_PKG_VERSION")
-    ))
 }
 
 fn identity_status(e: IdentityError) -> Status {
@@ -108,7 +106,15 @@ impl Agent for AgentService {
             instances,
             started_at: self.started_at,
             certificate_not_after: identity.cert.not_after.saturating_mul(1000),
-            running: Vec::new(),
+            running: self
+                .pipeline
+                .running()
+                .into_iter()
+                .map(|(instance_id, deployment_id)| v1::RunningDeployment {
+                    instance_id,
+                    deployment_id,
+                })
+                .collect(),
         }))
     }
 
@@ -118,11 +124,7 @@ impl Agent for AgentService {
     ) -> Result<Response<InstanceStatus>, Status> {
         let id = request.into_inner().instance_id;
         self.declared(&id)?;
-        // Nothing is deployed by this agent version, so no colour is active yet.
-        Ok(Response::new(InstanceStatus {
-            instance_id: id,
-            ..Default::default()
-        }))
+        deploy::instance_status(self, id).await
     }
 
     type DeployStream = EventStream<v1::DeployEvent>;
@@ -131,22 +133,22 @@ impl Agent for AgentService {
         request: Request<v1::DeployRequest>,
     ) -> Result<Response<Self::DeployStream>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("the deployment pipeline"))
+        deploy::deploy(self, request.into_inner()).await
     }
 
     type AttachStream = EventStream<v1::DeployEvent>;
     async fn attach(
         &self,
-        _request: Request<v1::AttachRequest>,
+        request: Request<v1::AttachRequest>,
     ) -> Result<Response<Self::AttachStream>, Status> {
-        Err(not_yet("the deployment pipeline"))
+        deploy::attach(self, request.into_inner()).await
     }
 
     async fn cancel(
         &self,
-        _request: Request<v1::CancelRequest>,
+        request: Request<v1::CancelRequest>,
     ) -> Result<Response<v1::CancelResponse>, Status> {
-        Err(not_yet("the deployment pipeline"))
+        deploy::cancel(self, request.into_inner()).await
     }
 
     type RollbackStream = EventStream<v1::DeployEvent>;
@@ -155,7 +157,7 @@ impl Agent for AgentService {
         request: Request<v1::RollbackRequest>,
     ) -> Result<Response<Self::RollbackStream>, Status> {
         self.declared(&request.get_ref().instance_id)?;
-        Err(not_yet("rollback"))
+        deploy::rollback(self, request.into_inner()).await
     }
 
     type CreateSnapshotStream = EventStream<v1::SnapshotEvent>;

@@ -1,55 +1,293 @@
-//! Snapshot RPCs: protobuf in, `crate::snapshot` calls, protobuf out.
+//! Snapshot RPCs: protobuf in, `crate::snapshot` calls, protobuf out. Snapshot errors
+//! become `tonic::Status` here and nowhere else (`status`).
+
+use std::sync::Arc;
 
 use ocore_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
 
-use super::{not_yet, AgentService, EventStream};
+use super::{AgentService, EventStream};
+use crate::snapshot::{
+    validate_snapshot_id, CreateSnapshot, ErrorKind, ExportFormat, RetentionPolicy, SnapshotKind,
+    SnapshotMeta, SnapshotProgress, Snapshots,
+};
+
+/// Export streams send the file in chunks of this size.
+const EXPORT_CHUNK: usize = 256 * 1024;
+
+/// The one mapping from snapshot error kinds to gRPC codes.
+fn status(kind: ErrorKind, e: impl std::fmt::Display) -> Status {
+    let message = e.to_string();
+    match kind {
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::AlreadyExists => Status::already_exists(message),
+        ErrorKind::NoSpace => Status::resource_exhausted(message),
+        ErrorKind::Corrupt => Status::data_loss(message),
+        ErrorKind::Cancelled => Status::cancelled(message),
+        ErrorKind::Busy => Status::failed_precondition(message),
+        ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+fn kind_from_proto(kind: v1::SnapshotKind) -> SnapshotKind {
+    match kind {
+        v1::SnapshotKind::PreDeploy => SnapshotKind::PreDeploy,
+        v1::SnapshotKind::Scheduled => SnapshotKind::Scheduled,
+        v1::SnapshotKind::Manual | v1::SnapshotKind::Unspecified => SnapshotKind::Manual,
+    }
+}
+
+fn kind_to_proto(kind: SnapshotKind) -> v1::SnapshotKind {
+    match kind {
+        SnapshotKind::PreDeploy => v1::SnapshotKind::PreDeploy,
+        SnapshotKind::Manual => v1::SnapshotKind::Manual,
+        SnapshotKind::Scheduled => v1::SnapshotKind::Scheduled,
+    }
+}
+
+fn snapshot_to_proto(m: &SnapshotMeta) -> v1::Snapshot {
+    v1::Snapshot {
+        id: m.id.clone(),
+        instance_id: m.instance_id.clone(),
+        kind: kind_to_proto(m.kind) as i32,
+        pinned: m.pinned,
+        size_bytes: m.size_bytes,
+        created_at: (m.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
+        deployment_id: m.deployment_id.clone().unwrap_or_default(),
+        commit_sha: m.commit_sha.clone().unwrap_or_default(),
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn check_snapshot_id(id: &str) -> Result<(), Status> {
+    validate_snapshot_id(id).map_err(Status::invalid_argument)
+}
 
 pub(super) async fn create_snapshot(
-    _svc: &AgentService,
-    _request: v1::CreateSnapshotRequest,
+    svc: &AgentService,
+    request: v1::CreateSnapshotRequest,
 ) -> Result<Response<EventStream<v1::SnapshotEvent>>, Status> {
-    Err(not_yet("snapshots"))
+    check_snapshot_id(&request.snapshot_id)?;
+    let req = CreateSnapshot {
+        id: request.snapshot_id.clone(),
+        kind: kind_from_proto(request.kind()),
+        deployment_id: non_empty(request.deployment_id),
+        commit_sha: non_empty(request.commit_sha),
+    };
+    let instance = request.instance_id;
+    let snapshots: Arc<Snapshots> = svc.snapshots().clone();
+    let (tx, rx) = mpsc::channel(64);
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<v1::snapshot_event::Kind>();
+    // The forwarder numbers events as it sends them, so `seq` is dense whatever the pace.
+    let forward = async move {
+        let mut seq = 0u64;
+        while let Some(kind) = events_rx.recv().await {
+            seq += 1;
+            let ev = v1::SnapshotEvent {
+                seq,
+                at: now_ms(),
+                kind: Some(kind),
+            };
+            if tx.send(Ok(ev)).await.is_err() {
+                // The caller went away; the snapshot still completes for the next listing.
+                while events_rx.recv().await.is_some() {}
+                break;
+            }
+        }
+        tx
+    };
+    // The snapshot runs to its end even if the caller disconnects: the snapshot is useful
+    // on its own, and a half-taken one is never kept anyway.
+    tokio::spawn(async move {
+        let progress_tx = events_tx.clone();
+        let progress = move |p: SnapshotProgress| {
+            let kind = match p {
+                SnapshotProgress::Phase { phase, done, total } => {
+                    v1::snapshot_event::Kind::Progress(v1::Progress {
+                        phase: phase.to_owned(),
+                        done,
+                        total,
+                    })
+                }
+                SnapshotProgress::Log(line) => v1::snapshot_event::Kind::Log(v1::LogLine {
+                    step: "snapshot".to_owned(),
+                    line,
+                }),
+            };
+            let _ = progress_tx.send(kind);
+        };
+        let forwarder = tokio::spawn(forward);
+        let result = snapshots
+            .create(&instance, req, &progress, &CancellationToken::new())
+            .await;
+        drop(progress);
+        let final_error = match result {
+            Ok(meta) => {
+                let _ = events_tx.send(v1::snapshot_event::Kind::Done(snapshot_to_proto(&meta)));
+                None
+            }
+            Err(e) => Some(status(e.kind(), &e)),
+        };
+        drop(events_tx);
+        if let (Ok(tx), Some(err)) = (forwarder.await, final_error) {
+            let _ = tx.send(Err(err)).await;
+        }
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
 }
 
 pub(super) async fn list_snapshots(
-    _svc: &AgentService,
-    _request: v1::ListSnapshotsRequest,
+    svc: &AgentService,
+    request: v1::ListSnapshotsRequest,
 ) -> Result<Response<v1::ListSnapshotsResponse>, Status> {
-    Err(not_yet("snapshots"))
+    let list = svc
+        .snapshots()
+        .list(&request.instance_id)
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    Ok(Response::new(v1::ListSnapshotsResponse {
+        snapshots: list.iter().map(snapshot_to_proto).collect(),
+    }))
 }
 
 pub(super) async fn pin_snapshot(
-    _svc: &AgentService,
-    _request: v1::PinSnapshotRequest,
+    svc: &AgentService,
+    request: v1::PinSnapshotRequest,
 ) -> Result<Response<v1::Snapshot>, Status> {
-    Err(not_yet("snapshots"))
+    check_snapshot_id(&request.snapshot_id)?;
+    let meta = svc
+        .snapshots()
+        .pin(&request.instance_id, &request.snapshot_id, request.pinned)
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    Ok(Response::new(snapshot_to_proto(&meta)))
 }
 
 pub(super) async fn delete_snapshot(
-    _svc: &AgentService,
-    _request: v1::DeleteSnapshotRequest,
+    svc: &AgentService,
+    request: v1::DeleteSnapshotRequest,
 ) -> Result<Response<v1::DeleteSnapshotResponse>, Status> {
-    Err(not_yet("snapshots"))
+    check_snapshot_id(&request.snapshot_id)?;
+    let freed_bytes = svc
+        .snapshots()
+        .delete(&request.instance_id, &request.snapshot_id)
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    Ok(Response::new(v1::DeleteSnapshotResponse { freed_bytes }))
 }
 
 pub(super) async fn estimate_snapshot(
-    _svc: &AgentService,
-    _request: v1::EstimateSnapshotRequest,
+    svc: &AgentService,
+    request: v1::EstimateSnapshotRequest,
 ) -> Result<Response<v1::SnapshotEstimate>, Status> {
-    Err(not_yet("snapshots"))
+    let e = svc
+        .snapshots()
+        .estimate(&request.instance_id)
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    Ok(Response::new(v1::SnapshotEstimate {
+        database_bytes: e.database_bytes,
+        new_filestore_bytes: e.new_filestore_bytes,
+        compression_ratio: e.compression_ratio,
+        estimated_bytes: e.estimated_bytes,
+        free_disk_bytes: e.free_disk_bytes,
+    }))
 }
 
 pub(super) async fn apply_retention(
-    _svc: &AgentService,
-    _request: v1::ApplyRetentionRequest,
+    svc: &AgentService,
+    request: v1::ApplyRetentionRequest,
 ) -> Result<Response<v1::ApplyRetentionResponse>, Status> {
-    Err(not_yet("snapshots"))
+    let policy = request.policy.unwrap_or_default();
+    let outcome = svc
+        .snapshots()
+        .apply_retention(
+            &request.instance_id,
+            RetentionPolicy {
+                keep_last: policy.keep_last,
+                keep_days: policy.keep_days,
+            },
+        )
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    Ok(Response::new(v1::ApplyRetentionResponse {
+        deleted_snapshot_ids: outcome.deleted,
+        freed_bytes: outcome.freed_bytes,
+    }))
 }
 
 pub(super) async fn export_snapshot(
-    _svc: &AgentService,
-    _request: v1::ExportSnapshotRequest,
+    svc: &AgentService,
+    request: v1::ExportSnapshotRequest,
 ) -> Result<Response<EventStream<v1::ExportChunk>>, Status> {
-    Err(not_yet("snapshots"))
+    check_snapshot_id(&request.snapshot_id)?;
+    let format = match request.format() {
+        v1::ExportFormat::OdooZip => ExportFormat::OdooZip,
+        v1::ExportFormat::TarZst | v1::ExportFormat::Unspecified => ExportFormat::TarZst,
+    };
+    let snapshots = svc.snapshots().clone();
+    let dir = snapshots
+        .export_dir(&request.instance_id)
+        .map_err(|e| Status::not_found(e.to_string()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;
+    let dest = dir.join(format!(
+        "export-{}-{}.{}",
+        request.snapshot_id,
+        now_ms(),
+        format.extension()
+    ));
+    // The file is written completely (and verified) before the first byte is sent, so a
+    // corrupt snapshot fails the call instead of truncating the stream.
+    let exported = snapshots
+        .export(
+            &request.instance_id,
+            &request.snapshot_id,
+            format,
+            &dest,
+            &CancellationToken::new(),
+        )
+        .await
+        .map_err(|e| status(e.kind(), &e))?;
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let result = async {
+            let mut f = tokio::fs::File::open(&exported.path).await?;
+            loop {
+                let mut buf = vec![0u8; EXPORT_CHUNK];
+                let n = f.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                if tx.send(Ok(v1::ExportChunk { data: buf })).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            let e: std::io::Error = e;
+            let _ = tx
+                .send(Err(Status::internal(format!(
+                    "reading {}: {e}",
+                    exported.path.display()
+                ))))
+                .await;
+        }
+        let _ = tokio::fs::remove_file(&exported.path).await;
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
 }

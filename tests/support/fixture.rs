@@ -1,0 +1,424 @@
+//! Fixtures for pipeline tests: the real services from `tests/env/setup.sh` (PostgreSQL,
+//! the registry, nginx, Docker), a private nginx per test, Git repositories of Odoo addons,
+//! and an agent configured to deploy one instance with its own ports and database.
+//!
+//! Everything a fixture creates (containers, databases, nginx) is removed when it drops.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{ensure_success, Coordinator, Daemon, TestAgent};
+
+/// Values written by `tests/env/setup.sh`.
+pub struct TestEnv {
+    pub pg_host: String,
+    pub pg_port: u16,
+    pub pg_user: String,
+    pub pg_password: String,
+    pub registry: String,
+    pub nginx: PathBuf,
+}
+
+/// The test image every instance deploys on.
+pub const BASE_IMAGE: &str = "ocore/odoo-test:17.0";
+
+impl TestEnv {
+    /// Reads the environment file and checks every service answers; fails saying what to
+    /// start otherwise.
+    pub fn load() -> Result<Self> {
+        let text = std::fs::read_to_string("/var/lib/ocore-testenv/env").context(
+            "the test environment is not set up: run tests/env/setup.sh (it installs and starts PostgreSQL, nginx and the registry)",
+        )?;
+        let vars: HashMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_owned(),
+                    v.trim_matches('"').trim_matches('\'').to_owned(),
+                )
+            })
+            .collect();
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .with_context(|| format!("{k} missing from /var/lib/ocore-testenv/env"))
+        };
+        let env = Self {
+            pg_host: get("OCORE_TEST_PGHOST")?,
+            pg_port: get("OCORE_TEST_PGPORT")?.parse()?,
+            pg_user: get("OCORE_TEST_PGUSER")?,
+            pg_password: get("OCORE_TEST_PGPASSWORD")?,
+            registry: get("OCORE_TEST_REGISTRY")?,
+            nginx: PathBuf::from(get("OCORE_TEST_NGINX")?),
+        };
+        let check = env.psql("postgres", "SELECT 1");
+        if check.is_err() {
+            bail!(
+                "PostgreSQL does not answer on {}:{}: run tests/env/setup.sh",
+                env.pg_host,
+                env.pg_port
+            );
+        }
+        let registry = Command::new("curl")
+            .args([
+                "-fsS",
+                "--max-time",
+                "5",
+                &format!("http://{}/v2/", env.registry),
+            ])
+            .output()?;
+        if !registry.status.success() {
+            bail!(
+                "the registry does not answer on {}: run tests/env/setup.sh",
+                env.registry
+            );
+        }
+        let image = Command::new("docker")
+            .args(["image", "inspect", BASE_IMAGE])
+            .output()?;
+        if !image.status.success() {
+            bail!("the Odoo test image {BASE_IMAGE} is missing: build it with tests/odoo-image/build.sh");
+        }
+        Ok(env)
+    }
+
+    /// Runs SQL with psql and returns its unaligned output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                &self.pg_host,
+                "-p",
+                &self.pg_port.to_string(),
+                "-U",
+                &self.pg_user,
+            ])
+            .args(["-d", database, "-AtqX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGPASSWORD", &self.pg_password)
+            .output()?;
+        ensure_success(&format!("psql {sql}"), &out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A unique, lower-case name for databases, instances and images of one test.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{:x}{:x}", std::process::id(), nanos % 0xffff_ffff)
+}
+
+/// A private nginx (`-p prefix -c conf`) that includes `conf.d/*.conf`.
+pub struct TestNginx {
+    pub prefix: PathBuf,
+    pub config_file: PathBuf,
+    pub conf_dir: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl TestNginx {
+    pub fn start(dir: &Path, binary: &Path) -> Result<Self> {
+        let prefix = dir.join("nginx");
+        let conf_dir = prefix.join("conf.d");
+        std::fs::create_dir_all(&conf_dir)?;
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let config_file = prefix.join("nginx.conf");
+        std::fs::write(
+            &config_file,
+            format!(
+                "daemon off;\nworker_processes 2;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {p}/body;\n    proxy_temp_path {p}/proxy;\n    fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n    include {c}/*.conf;\n}}\n",
+                p = prefix.display(),
+                c = conf_dir.display()
+            ),
+        )?;
+        let mut command = Command::new(binary);
+        command.arg("-p").arg(&prefix).arg("-c").arg(&config_file);
+        let daemon = Daemon::spawn("nginx", command)?;
+        let pid = prefix.join("nginx.pid");
+        crate::wait_for("nginx to write its pid file", crate::DEADLINE, || {
+            pid.exists().then_some(())
+        })?;
+        Ok(Self {
+            prefix,
+            config_file,
+            conf_dir,
+            daemon: Some(daemon),
+        })
+    }
+}
+
+impl Drop for TestNginx {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.signal("QUIT");
+            let _ = d.terminate();
+        }
+    }
+}
+
+/// A Git repository of Odoo addons, changed and committed by the test.
+pub struct AddonsRepo {
+    pub dir: PathBuf,
+}
+
+impl AddonsRepo {
+    pub fn init(dir: &Path) -> Result<Self> {
+        let dir = dir.join("repo");
+        std::fs::create_dir_all(&dir)?;
+        let repo = Self { dir };
+        repo.git(&["init", "-q", "-b", "main"])?;
+        Ok(repo)
+    }
+
+    pub fn git(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.dir)
+            .env("GIT_AUTHOR_NAME", "Test Author")
+            .env("GIT_AUTHOR_EMAIL", "author@example.com")
+            .env("GIT_COMMITTER_NAME", "Test Author")
+            .env("GIT_COMMITTER_EMAIL", "author@example.com")
+            .output()?;
+        ensure_success(&format!("git {args:?}"), &out)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> Result<()> {
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, rel: &str) -> Result<()> {
+        std::fs::remove_file(self.dir.join(rel))?;
+        Ok(())
+    }
+
+    /// Writes an Odoo module with a manifest and one Python file.
+    pub fn module(&self, name: &str, version: &str, depends: &[&str], code: &str) -> Result<()> {
+        let deps: Vec<String> = depends.iter().map(|d| format!("'{d}'")).collect();
+        self.write(
+            &format!("{name}/__manifest__.py"),
+            &format!(
+                "{{\n    'name': '{name}',\n    'version': '{version}',\n    'depends': [{}],\n    'installable': True,\n}}\n",
+                deps.join(", ")
+            ),
+        )?;
+        self.write(&format!("{name}/__init__.py"), "from . import models\n")?;
+        self.write(&format!("{name}/models.py"), code)
+    }
+
+    /// Commits everything; returns the new commit's SHA.
+    pub fn commit(&self, message: &str) -> Result<String> {
+        self.git(&["add", "-A"])?;
+        self.git(&["commit", "-qm", message])?;
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn url(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// One agent with one instance, its nginx, database and enrolment, ready to deploy.
+pub struct Site {
+    pub env: TestEnv,
+    pub coordinator: Coordinator,
+    pub agent: TestAgent,
+    pub nginx: TestNginx,
+    pub instance: String,
+    pub database: String,
+    pub public_port: u16,
+    pub ports: [(u16, u16); 2],
+    pub data_dir: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Knobs of a site's agent configuration.
+pub struct SiteOptions {
+    pub step_timeout_secs: u64,
+    pub health_timeout_secs: u64,
+}
+
+impl Default for SiteOptions {
+    fn default() -> Self {
+        Self {
+            step_timeout_secs: 300,
+            health_timeout_secs: 30,
+        }
+    }
+}
+
+impl Site {
+    pub fn start(dir: &Path, options: &SiteOptions) -> Result<Self> {
+        let env = TestEnv::load()?;
+        let coordinator = Coordinator::start(dir, &crate::CoordinatorOptions::default())?;
+        let nginx = TestNginx::start(dir, &env.nginx)?;
+        let instance = unique("t");
+        let database = format!("ocore_{instance}");
+        let public_port = free_port();
+        let ports = [(free_port(), free_port()), (free_port(), free_port())];
+        let data_dir = dir.join("odoo-data");
+        let password_file = dir.join("pg-password");
+        std::fs::write(&password_file, &env.pg_password)?;
+        let mut agent = TestAgent::new(dir, "web1")?;
+        let state = agent.dir.join("state");
+        std::fs::write(
+            &agent.config_path,
+            format!(
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = 1\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n",
+                state = state.display(),
+                registry = env.registry,
+                pg_host = env.pg_host,
+                pg_port = env.pg_port,
+                pg_user = env.pg_user,
+                password = password_file.display(),
+                nginx = env.nginx.display(),
+                conf_dir = nginx.conf_dir.display(),
+                config_file = nginx.config_file.display(),
+                prefix = nginx.prefix.display(),
+                step = options.step_timeout_secs,
+                health = options.health_timeout_secs,
+                data = data_dir.display(),
+                bh = ports[0].0,
+                bg = ports[0].1,
+                gh = ports[1].0,
+                gg = ports[1].1,
+            ),
+        )?;
+        crate::enrol_and_run(&coordinator, &mut agent)?;
+        Ok(Self {
+            env,
+            coordinator,
+            agent,
+            nginx,
+            instance,
+            database,
+            public_port,
+            ports,
+            data_dir,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The page the public port serves (through nginx), with its colour header.
+    pub fn public_page(&self) -> Result<(u16, String, String)> {
+        http_get(&format!("http://127.0.0.1:{}/", self.public_port))
+    }
+
+    /// Modules updated by the stand-in's most recent `-u` run, sorted.
+    pub fn last_updated_modules(&self) -> Result<Vec<String>> {
+        let text = self.env.psql(
+            &self.database,
+            "SELECT module FROM ocore_test_update_log WHERE action = 'update' AND run_id = \
+             (SELECT run_id FROM ocore_test_update_log WHERE action = 'update' ORDER BY id DESC LIMIT 1) ORDER BY module",
+        )?;
+        Ok(text
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// Number of update runs the stand-in recorded.
+    pub fn update_runs(&self) -> Result<usize> {
+        Ok(self
+            .env
+            .psql(
+                &self.database,
+                "SELECT count(DISTINCT run_id) FROM ocore_test_update_log WHERE action = 'update'",
+            )?
+            .parse()?)
+    }
+
+    /// Installs modules as an operator would, with the image now serving.
+    pub fn install_modules(&self, image: &str, modules: &str) -> Result<()> {
+        // The addons path oCore recorded on the image, as its containers use it.
+        let label = Command::new("docker")
+            .args(["image", "inspect", "--format"])
+            .arg("{{index .Config.Labels \"org.ocore.addons-path\"}}")
+            .arg(image)
+            .output()?;
+        let addons_path = String::from_utf8_lossy(&label.stdout).trim().to_owned();
+        let mut command = Command::new("docker");
+        command
+            .args(["run", "--rm", "--network", "host", "-v"])
+            .arg(format!("{}:/var/lib/odoo", self.data_dir.display()))
+            .args([
+                image,
+                "odoo",
+                "-d",
+                &self.database,
+                "-i",
+                modules,
+                "--stop-after-init",
+            ]);
+        if !addons_path.is_empty() && addons_path != "<no value>" {
+            command.arg(format!("--addons-path={addons_path}"));
+        }
+        ensure_success("docker run … -i", &command.output()?)
+    }
+
+    /// Names of the containers of this instance.
+    pub fn containers(&self) -> Result<Vec<String>> {
+        let out = Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("label=org.ocore.instance={}", self.instance))
+            .output()?;
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        for name in self.containers().unwrap_or_default() {
+            let _ = Command::new("docker").args(["rm", "-fv", &name]).output();
+        }
+        let _ = self.env.psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database),
+        );
+    }
+}
+
+/// GET a URL: status, body, and the X-Ocore-Color header.
+pub fn http_get(url: &str) -> Result<(u16, String, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call()?;
+    let status = response.status().as_u16();
+    let color = response
+        .headers()
+        .get("X-Ocore-Color")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.body_mut().read_to_string()?;
+    Ok((status, body, color))
+}
