@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# oCore's main job on one machine, end to end: a coordinator with its CA and store, and one
-# local agent enrolled over mutual TLS, both left running so you can try the CLI.
+# oCore's main job on one machine, end to end:
+#   - the services (PostgreSQL, nginx, the registry) and the Odoo test image;
+#   - a coordinator with its CA and store, and one local agent enrolled over mutual TLS;
+#   - an example project whose addons repository is made from examples/addons;
+#   - a first deployment, a second one that changes a module (odoo -u in a maintenance
+#     window), the history with every step, and a rollback to the first version.
+# The daemons are left running so you can try the CLI; the end says where to look.
 #
-#   examples/demo.sh          set up what is missing, (re)start both daemons, show the status
+#   examples/demo.sh          run it (again: state is reused, a fresh repository is deployed)
 #   examples/demo.sh stop     stop the demo daemons (state is kept)
 #
-# Re-running is safe: existing state (CA, store, agent identity) is reused, daemons restarted.
 # State lives in $OCORE_DEMO_DIR (default /var/tmp/ocore-demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +18,11 @@ root=$(pwd)
 DEMO_DIR=${OCORE_DEMO_DIR:-/var/tmp/ocore-demo}
 API_ADDR=${OCORE_DEMO_API:-127.0.0.1:8800}
 AGENT_ADDR=${OCORE_DEMO_AGENT:-127.0.0.1:7700}
+PUBLIC_PORT=${OCORE_DEMO_PORT:-18069}
 AGENT_NAME=demo-host
 OCORE=$root/target/debug/ocore
 AGENT=$root/target/debug/ocore-agent
+NGINX=/usr/sbin/nginx
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
@@ -48,9 +54,17 @@ start_daemon() { # name log-marker command...
     die "$name did not start; its log is above and in $DEMO_DIR/$name.log"
 }
 
+stop_nginx() {
+    if [ -f "$DEMO_DIR/nginx/nginx.pid" ]; then
+        "$NGINX" -p "$DEMO_DIR/nginx" -c "$DEMO_DIR/nginx/nginx.conf" -s quit 2>/dev/null || true
+        for _ in $(seq 1 50); do [ -f "$DEMO_DIR/nginx/nginx.pid" ] || break; sleep 0.1; done
+    fi
+}
+
 if [ "${1:-}" = stop ]; then
     stop_daemon agent
     stop_daemon coordinator
+    stop_nginx
     echo "demo daemons stopped; state kept in $DEMO_DIR"
     exit 0
 fi
@@ -60,11 +74,34 @@ bash tests/env/setup.sh
 
 say "build"
 cargo build --workspace --bins
+bash tests/odoo-image/build.sh
 
 mkdir -p "$DEMO_DIR"
 chmod 700 "$DEMO_DIR"
 stop_daemon agent
 stop_daemon coordinator
+
+say "nginx in front of the instance (port $PUBLIC_PORT)"
+mkdir -p "$DEMO_DIR/nginx/conf.d" "$DEMO_DIR/nginx/logs"
+cat >"$DEMO_DIR/nginx/nginx.conf" <<EOT
+pid $DEMO_DIR/nginx/nginx.pid;
+error_log $DEMO_DIR/nginx/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $DEMO_DIR/nginx/body;
+    proxy_temp_path $DEMO_DIR/nginx/proxy;
+    fastcgi_temp_path $DEMO_DIR/nginx/fastcgi;
+    uwsgi_temp_path $DEMO_DIR/nginx/uwsgi;
+    scgi_temp_path $DEMO_DIR/nginx/scgi;
+    include $DEMO_DIR/nginx/conf.d/*.conf;
+}
+EOT
+if [ -f "$DEMO_DIR/nginx/nginx.pid" ] && kill -0 "$(cat "$DEMO_DIR/nginx/nginx.pid")" 2>/dev/null; then
+    "$NGINX" -p "$DEMO_DIR/nginx" -c "$DEMO_DIR/nginx/nginx.conf" -s reload
+else
+    "$NGINX" -p "$DEMO_DIR/nginx" -c "$DEMO_DIR/nginx/nginx.conf"
+fi
 
 say "coordinator"
 cat >"$DEMO_DIR/coordinator.toml" <<EOT
@@ -84,28 +121,39 @@ export OCORE_TOKEN
 echo "coordinator serving $OCORE_URL"
 
 say "agent $AGENT_NAME"
+# shellcheck disable=SC1091
+. /var/lib/ocore-testenv/env
+printf '%s' "$OCORE_TEST_PGPASSWORD" >"$DEMO_DIR/pg-password"
+chmod 600 "$DEMO_DIR/pg-password"
 cat >"$DEMO_DIR/agent.toml" <<EOT
 listen = "$AGENT_ADDR"
 state_dir = "$DEMO_DIR/agent"
 
 [registry]
-address = "127.0.0.1:5000"
+address = "$OCORE_TEST_REGISTRY"
 
 [postgres]
-host = "127.0.0.1"
-port = 5432
-user = "ocore"
+host = "$OCORE_TEST_PGHOST"
+port = $OCORE_TEST_PGPORT
+user = "$OCORE_TEST_PGUSER"
+password_file = "$DEMO_DIR/pg-password"
 
 [nginx]
-binary = "/usr/sbin/nginx"
-conf_dir = "$DEMO_DIR/nginx"
+binary = "$NGINX"
+conf_dir = "$DEMO_DIR/nginx/conf.d"
+config_file = "$DEMO_DIR/nginx/nginx.conf"
+prefix = "$DEMO_DIR/nginx"
+
+[pipeline]
+drain_secs = 1
+stop_grace_secs = 5
 
 [[instance]]
 id = "demo-prod"
-database = "demo_prod"
+database = "ocore_demo_prod"
 data_dir = "$DEMO_DIR/odoo/demo-prod"
 base_image = "ocore/odoo-test:17.0"
-public_port = 18069
+public_port = $PUBLIC_PORT
 blue = { http = 18169, gevent = 18172 }
 green = { http = 18269, gevent = 18272 }
 EOT
@@ -121,24 +169,73 @@ for _ in $(seq 1 100); do
     "$OCORE" agent show "$AGENT_NAME" --output json 2>/dev/null | grep -q '"status": "connected"' && break
     sleep 0.2
 done
-
-say "agents as the coordinator sees them"
 "$OCORE" agent list
-say "live call to the agent over mutual TLS"
-"$OCORE" agent ping "$AGENT_NAME"
+
+say "example project: a Git repository made from examples/addons"
+repo=$DEMO_DIR/repo
+rm -rf "$repo"
+mkdir -p "$repo"
+cp -r examples/addons/. "$repo/"
+git_() { git -C "$repo" -c user.name="oCore demo" -c user.email="demo@ocore.invalid" "$@"; }
+git_ init -q -b main
+git_ add -A
+git_ commit -qm "First version of the demo addons"
+"$OCORE" project show shop >/dev/null 2>&1 ||
+    "$OCORE" project create shop --name "Demo shop" --repository "$repo"
+"$OCORE" environment show production >/dev/null 2>&1 ||
+    "$OCORE" environment create production --project shop --name "Production" --keep-last 10
+"$OCORE" instance show shop-prod >/dev/null 2>&1 ||
+    "$OCORE" instance create shop-prod --environment production --agent "$AGENT_NAME" --agent-instance demo-prod
+"$OCORE" mapping set --project shop --branch main --environment production >/dev/null
+
+say "first deployment (branch main)"
+"$OCORE" deploy --project shop --branch main --follow
+first=$("$OCORE" deploy list --project shop --limit 1 --output json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["id"])')
+
+say "the operator installs the demo modules (as from Odoo's Apps menu)"
+image=$("$OCORE" deploy show "$first" --project shop --output json 2>/dev/null |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); print(d.get("imageRef") or d.get("image") or "")' || true)
+if [ -z "$image" ]; then
+    image=$(docker inspect --format '{{.Config.Image}}' "$(docker ps -q --filter label=org.ocore.instance=demo-prod | head -1)")
+fi
+docker run --rm --network host -v "$DEMO_DIR/odoo/demo-prod:/var/lib/odoo" "$image" \
+    odoo -d ocore_demo_prod -i ocore_demo_sale --stop-after-init --addons-path=/mnt/extra-addons >/dev/null
+echo "installed ocore_demo and ocore_demo_sale in ocore_demo_prod"
+
+say "second deployment: ocore_demo changes, so odoo -u runs in a maintenance window"
+sed -i 's/Hello from the first version/Hello from the second version/' "$repo/ocore_demo/models.py"
+git_ commit -qam "Change the demo greeting"
+"$OCORE" deploy --project shop --branch main --follow
+second=$("$OCORE" deploy list --project shop --limit 1 --output json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["deployments"][0]["id"])')
+
+say "history"
+"$OCORE" deploy list --project shop --limit 5
+say "the second deployment, step by step"
+"$OCORE" deploy show "$second" --project shop
+
+say "roll back the second deployment (its pre-deploy snapshot and the image before it)"
+"$OCORE" deploy rollback --deployment "$second" --project shop --follow
+
+say "what serves now"
+curl -fsS "http://127.0.0.1:$PUBLIC_PORT/" | head -5 || true
 
 cat <<EOT
 
 oCore is running.
   coordinator API:  $OCORE_URL   (log: $DEMO_DIR/coordinator.log)
+  OpenAPI:          $OCORE_URL/api/openapi.json
   agent:            $AGENT_ADDR  (log: $DEMO_DIR/agent.log)
+  Odoo (via nginx): http://127.0.0.1:$PUBLIC_PORT/
   admin token:      in $DEMO_DIR/coordinator/initial-admin-token
 
 Try:
   export OCORE_URL=$OCORE_URL
   export OCORE_TOKEN=\$(cat $DEMO_DIR/coordinator/initial-admin-token)
-  $OCORE agent list
-  $OCORE agent ping $AGENT_NAME
-  $OCORE token create --name ci --project shop --permission manage:deployments
+  $OCORE deploy list --project shop
+  $OCORE deploy show $second --project shop
+  $OCORE snapshot list --environment production
+  $OCORE deploy --project shop --branch main --follow
   examples/demo.sh stop
 EOT

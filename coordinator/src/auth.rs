@@ -99,6 +99,12 @@ impl Principal {
         })
     }
 
+    /// True when the caller holds any permission on the project (or is an admin): enough
+    /// to read the project's configuration.
+    pub fn sees(&self, project: &str) -> bool {
+        self.admin || self.grants.iter().any(|g| g.project == project)
+    }
+
     /// Admins may do everything; others need the permission granted on that project.
     pub fn may(&self, permission: Permission, project: &str) -> bool {
         self.admin
@@ -142,6 +148,8 @@ mod tests {
         assert!(p.may(Permission::ManageDeployments, "shop"));
         assert!(!p.may(Permission::ViewDeployments, "shop"));
         assert!(!p.may(Permission::ManageDeployments, "other"));
+        assert!(p.sees("shop"));
+        assert!(!p.sees("other"));
         let admin = Principal::from_record(record(true, vec![]), 0).expect("valid");
         assert!(admin.may(Permission::ManageEnvironments, "anything"));
     }

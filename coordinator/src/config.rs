@@ -21,6 +21,30 @@ pub struct CoordinatorConfig {
     pub agents: AgentsConfig,
     #[serde(default)]
     pub pki: PkiConfig,
+    /// HTTPS for the REST listener; without it the API is plain HTTP (put it behind a
+    /// TLS-terminating proxy, or bind it to loopback).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// Certificate files of the REST listener (PEM). Re-read on SIGHUP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` without a token (for scrapers on a trusted network).
+    #[serde(default)]
+    pub public: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +210,13 @@ impl CoordinatorConfig {
                     .to_owned(),
             );
         }
+        if let Some(tls) = &config.tls {
+            for (what, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !p.is_absolute() {
+                    problems.push(format!("{what} {p:?} must be an absolute path"));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -234,5 +265,22 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("state_dir"), "{msg}");
         assert!(msg.contains("renew_before_secs"), "{msg}");
+    }
+
+    #[test]
+    fn tls_and_metrics_sections() {
+        let c = parse(
+            "listen = \"127.0.0.1:8800\"\n[tls]\ncert = \"/etc/ocore/tls/cert.pem\"\nkey = \"/etc/ocore/tls/key.pem\"\n[metrics]\npublic = true\n",
+        )
+        .expect("valid");
+        assert!(c.metrics.public);
+        assert_eq!(
+            c.tls.map(|t| t.key),
+            Some(PathBuf::from("/etc/ocore/tls/key.pem"))
+        );
+        let err = parse("listen = \"127.0.0.1:8800\"\n[tls]\ncert = \"c.pem\"\nkey = \"/k\"\n")
+            .expect_err("relative");
+        assert!(err.to_string().contains("tls.cert"), "{err}");
+        assert!(parse("listen = \"127.0.0.1:8800\"\n[tls]\ncert = \"/c\"\n").is_err());
     }
 }

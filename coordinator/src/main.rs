@@ -21,6 +21,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
+            // The listener's certificate files are configuration too: refuse them before
+            // binding anything.
+            if let Some(tls) = &config.tls {
+                if let Err(e) = ocore::https::load(tls) {
+                    eprintln!("ocore: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
             if args.check_config {
                 println!("{}: valid", args.config.display());
                 return ExitCode::SUCCESS;

@@ -13,7 +13,10 @@ use tokio_util::task::TaskTracker;
 use crate::agents::AgentHub;
 use crate::api::{self, AppState};
 use crate::config::CoordinatorConfig;
+use crate::https::{Https, TlsListener};
+use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::queue::{Backoff, Dispatcher, Live};
 use crate::store::Store;
 
 /// Time in-flight requests get to finish after SIGTERM.
@@ -23,8 +26,12 @@ pub const INITIAL_TOKEN_FILE: &str = "initial-admin-token";
 
 pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let https = match &config.tls {
+        Some(files) => Some(Arc::new(Https::new(files.clone())?)),
+        None => None,
+    };
     let pki = Arc::new(Pki::load(config.ca_dir(), config.pki.clone())?);
-    let store = Store::open(&config.store_dir())?;
+    let store = crate::store::open(&config.store_dir())?;
     bootstrap_admin_token(&store, &config.state_dir)?;
 
     let listener = TcpListener::bind(config.listen)
@@ -42,24 +49,55 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         tracker.clone(),
     );
     hub.start();
+    let metrics = Arc::new(Metrics::default());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        hub.clone(),
+        Arc::new(Live::default()),
+        metrics.clone(),
+        Backoff::default(),
+        cancel.child_token(),
+        tracker.clone(),
+    );
+    dispatcher.start();
     let app = api::router(Arc::new(AppState {
         store: store.clone(),
         hub: hub.clone(),
         pki: pki.clone(),
         config: config.clone(),
+        dispatcher,
+        metrics,
+        cancel: cancel.child_token(),
+        tracker: tracker.clone(),
     }));
     let shutdown = cancel.clone();
-    let server = tracker.spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
-    tracing::info!("REST API listening on http://{local}");
+    let scheme = if https.is_some() { "https" } else { "http" };
+    let server = match &https {
+        Some(https) => {
+            let listener = TlsListener::start(
+                listener,
+                https.clone(),
+                cancel.child_token(),
+                tracker.clone(),
+            )?;
+            tracker.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await
+            })
+        }
+        None => tracker.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }),
+    };
+    tracing::info!("REST API listening on {scheme}://{local}");
 
     if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
         tracing::warn!("cannot notify systemd of readiness: {e}");
     }
-    wait_for_shutdown(&pki, &hub).await?;
+    wait_for_shutdown(&pki, &hub, https.as_deref()).await?;
     tracing::info!("shutting down; waiting up to {SHUTDOWN_GRACE:?} for in-flight requests");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
@@ -76,7 +114,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_shutdown(pki: &Pki, hub: &AgentHub) -> anyhow::Result<()> {
+async fn wait_for_shutdown(pki: &Pki, hub: &AgentHub, https: Option<&Https>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -92,6 +130,12 @@ async fn wait_for_shutdown(pki: &Pki, hub: &AgentHub) -> anyhow::Result<()> {
                         hub.reconnect_all();
                     }
                     Err(e) => tracing::error!("SIGHUP: keeping the current certificates: {e}"),
+                }
+                if let Some(https) = https {
+                    match https.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: reloaded the REST listener's certificate"),
+                        Err(e) => tracing::error!("SIGHUP: keeping the REST listener's certificate: {e}"),
+                    }
                 }
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
             }

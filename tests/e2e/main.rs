@@ -3,5 +3,12 @@
 //! Build the binaries first (`cargo build --workspace --bins`); the README's test command
 //! does this.
 
+mod api;
 mod daemons;
+mod https;
+mod lifecycle;
+mod openapi;
+mod permissions;
+mod pipeline;
+mod queue;
 mod trust;

@@ -328,6 +328,7 @@ fn certificates_renew_before_expiry_without_restart() -> Result<()> {
         poll_interval_secs: 1,
         agent_cert_validity_secs: 3600,
         renew_before_secs: 3590,
+        ..CoordinatorOptions::default()
     };
     let coordinator = Coordinator::start(dir.path(), &options)?;
     let agent = enrolled_agent(&coordinator, dir.path(), "web1")?;

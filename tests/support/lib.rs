@@ -12,7 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod deploy;
+pub mod fixture;
 pub mod grpc;
+
+pub use deploy::{
+    configure_project, git_repo, project_token, read_sse, step_status, wait_deployment,
+};
 
 /// Default deadline for something the suite waits on.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -168,6 +174,8 @@ pub struct CoordinatorOptions {
     pub poll_interval_secs: u64,
     pub agent_cert_validity_secs: u64,
     pub renew_before_secs: u64,
+    /// TOML appended to coordinator.toml (e.g. `[tls]` or `[metrics]` sections).
+    pub extra_config: String,
 }
 
 impl Default for CoordinatorOptions {
@@ -176,6 +184,7 @@ impl Default for CoordinatorOptions {
             poll_interval_secs: 1,
             agent_cert_validity_secs: 30 * 24 * 3600,
             renew_before_secs: 10 * 24 * 3600,
+            extra_config: String::new(),
         }
     }
 }
@@ -197,11 +206,12 @@ impl Coordinator {
         std::fs::write(
             &config_path,
             format!(
-                "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n[agents]\npoll_interval_secs = {}\nconnect_timeout_secs = 3\nrequest_timeout_secs = 10\n\n[pki]\nagent_cert_validity_secs = {}\nrenew_before_secs = {}\n",
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\n[agents]\npoll_interval_secs = {}\nconnect_timeout_secs = 3\nrequest_timeout_secs = 10\n\n[pki]\nagent_cert_validity_secs = {}\nrenew_before_secs = {}\n{}",
                 state_dir.display(),
                 options.poll_interval_secs,
                 options.agent_cert_validity_secs,
                 options.renew_before_secs,
+                options.extra_config,
             ),
         )?;
         let init = Command::new(bin("ocore"))
@@ -223,6 +233,23 @@ impl Coordinator {
             ..
         } = self;
         daemon.terminate()?;
+        let mut command = Command::new(bin("ocore"));
+        command.arg("server").arg("--config").arg(&config_path);
+        Self::spawn_with(command, config_path, state_dir)
+    }
+
+    /// Starts the server again after it was killed (its process is reaped first).
+    pub fn restart_after_crash(self) -> Result<Self> {
+        let Coordinator {
+            mut daemon,
+            config_path,
+            state_dir,
+            ..
+        } = self;
+        let child = &mut daemon.child;
+        wait_for("the killed coordinator to exit", DEADLINE, || {
+            child.try_wait().ok().flatten()
+        })?;
         let mut command = Command::new(bin("ocore"));
         command.arg("server").arg("--config").arg(&config_path);
         Self::spawn_with(command, config_path, state_dir)
@@ -275,6 +302,45 @@ impl Coordinator {
         })
     }
 
+    /// Calls the REST API directly: `method path` with an optional bearer token and JSON
+    /// body. Returns the status and the parsed body (`Null` when empty, a string when not
+    /// JSON).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let text = body.map(Value::to_string);
+        self.api_raw(
+            method,
+            path,
+            token,
+            text.as_deref().map(|t| ("application/json", t)),
+        )
+    }
+
+    /// Like `api`, with a raw body and content type (for malformed input).
+    pub fn api_raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, &str)>,
+    ) -> Result<(u16, Value)> {
+        http_call(&self.url, method, path, token, body, &[])
+    }
+
+    /// The admin token's view of `GET path`, failing unless it answers 2xx.
+    pub fn get_ok(&self, path: &str) -> Result<Value> {
+        let (status, body) = self.api("GET", path, Some(&self.admin_token), None)?;
+        if !(200..300).contains(&status) {
+            bail!("GET {path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
     /// The agent as `ocore agent show NAME --output json` reports it.
     pub fn agent(&self, name: &str) -> Result<Value> {
         self.cli_json(&["agent", "show", name])
@@ -287,6 +353,67 @@ impl Coordinator {
         })
         .with_context(|| format!("agent now: {:?}", self.agent(name).ok()))
     }
+}
+
+/// One HTTP request with ureq; `headers` are extra request headers.
+pub fn http_call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Value)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let response = match body {
+        None => {
+            let mut req = match method {
+                "GET" => agent.get(&url),
+                "DELETE" => agent.delete(&url),
+                other => bail!("method {other} needs a body here"),
+            };
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.call()
+        }
+        Some((content_type, text)) => {
+            let mut req = match method {
+                "POST" => agent.post(&url),
+                "PUT" => agent.put(&url),
+                "PATCH" => agent.patch(&url),
+                other => bail!("method {other} takes no body here"),
+            };
+            if let Some(a) = &auth {
+                req = req.header("Authorization", a);
+            }
+            if !content_type.is_empty() {
+                req = req.header("Content-Type", content_type);
+            }
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.send(text)
+        }
+    };
+    let mut response = response.with_context(|| format!("{method} {url}"))?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string()?;
+    let value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Ok((status, value))
 }
 
 pub fn ensure_success(what: &str, out: &Output) -> Result<()> {
@@ -371,9 +498,16 @@ impl TestAgent {
 /// at its address; returns once the coordinator reports it connected.
 pub fn enrolled_agent(coordinator: &Coordinator, dir: &Path, name: &str) -> Result<TestAgent> {
     let mut agent = TestAgent::new(dir, name)?;
+    enrol_and_run(coordinator, &mut agent)?;
+    Ok(agent)
+}
+
+/// Enrols an agent whose configuration is written, runs it, and waits for the link.
+pub fn enrol_and_run(coordinator: &Coordinator, agent: &mut TestAgent) -> Result<()> {
+    let name = agent.name.clone();
     // The agent binds port 0, so its address is only known once it runs: register with a
     // placeholder and correct it after start, as an operator moving an agent would.
-    let added = coordinator.cli_json(&["agent", "add", name, "--address", "127.0.0.1:9"])?;
+    let added = coordinator.cli_json(&["agent", "add", &name, "--address", "127.0.0.1:9"])?;
     let token = added["enrolmentToken"]
         .as_str()
         .context("no enrolmentToken in answer")?
@@ -381,7 +515,7 @@ pub fn enrolled_agent(coordinator: &Coordinator, dir: &Path, name: &str) -> Resu
     let out = agent.enroll(&coordinator.url, &token);
     ensure_success("ocore-agent enroll", &out)?;
     let address = agent.run()?;
-    coordinator.cli_json(&["agent", "set-address", name, "--address", &address])?;
-    coordinator.wait_agent_status(name, "connected")?;
-    Ok(agent)
+    coordinator.cli_json(&["agent", "set-address", &name, "--address", &address])?;
+    coordinator.wait_agent_status(&name, "connected")?;
+    Ok(())
 }

@@ -17,6 +17,24 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use crate::pki::Pki;
 use crate::store::AgentRecord;
 
+/// The connection to the agent could not be established (TCP or TLS), so no request was
+/// sent on it. Found in a failed call's error chain, it proves the call never arrived.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectFailed(#[from] io::Error);
+
+/// True when `status` failed because no connection could be made.
+pub fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<ConnectFailed>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Builds a lazily connecting channel to `agent`; it reconnects by itself after failures.
 pub fn channel(
     pki: &Pki,
@@ -50,6 +68,22 @@ pub fn channel(
         let server_name = server_name.clone();
         let address = address.clone();
         async move {
+            connect(connector, server_name, address, connect_timeout)
+                .await
+                .map_err(ConnectFailed)
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(make))
+}
+
+async fn connect(
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    address: String,
+    connect_timeout: Duration,
+) -> io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    {
+        {
             let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(&address))
                 .await
                 .map_err(|_| {
@@ -64,10 +98,9 @@ pub fn channel(
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
-            Ok::<_, io::Error>(TokioIo::new(tls))
+            Ok(TokioIo::new(tls))
         }
-    });
-    Ok(endpoint.connect_with_connector_lazy(make))
+    }
 }
 
 pub type Client = AgentClient<Channel>;

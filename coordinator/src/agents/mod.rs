@@ -3,6 +3,7 @@
 //! expiry, and drops the link the moment the agent is removed.
 
 mod connect;
+mod rpc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,8 +20,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 pub use connect::{describe, Client};
+pub use rpc::{DeployCommand, EventStream, RollbackCommand, SnapshotProgress, SnapshotStream};
 
 use crate::config::AgentsConfig;
+use crate::domain::now_ms;
 use crate::pki::Pki;
 use crate::store::{AgentRecord, InstanceSummary, Store};
 
@@ -52,8 +55,42 @@ pub enum AgentCallError {
     Unknown(String),
     #[error("agent {0} is not enrolled yet; run `ocore-agent enroll` on its host")]
     NotEnrolled(String),
-    #[error("agent {name}: {message}")]
+    /// No connection to the agent could be made: the call certainly did not arrive.
+    #[error("agent {name} is unreachable: {message}")]
+    NotConnected { name: String, message: String },
+    /// The agent could not be reached, or the link broke; worth retrying later.
+    #[error("agent {name} is unreachable: {message}")]
     Failed { name: String, message: String },
+    /// The agent answered and refused the call.
+    #[error("agent {name}: {message}")]
+    Refused {
+        name: String,
+        reason: Refusal,
+        message: String,
+    },
+}
+
+/// Why an agent refused a call (from its gRPC status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    Invalid,
+    Conflict,
+    Unimplemented,
+    Exhausted,
+    Internal,
+}
+
+impl AgentCallError {
+    /// True when trying again later may succeed (the agent was not reached).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AgentCallError::Failed { .. }
+                | AgentCallError::NotConnected { .. }
+                | AgentCallError::NotEnrolled(_)
+        )
+    }
 }
 
 struct Link {
@@ -204,10 +241,15 @@ impl AgentHub {
             .get_info(GetInfoRequest {})
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| AgentCallError::Failed {
-                name: name.to_owned(),
-                message: describe(&status),
-            })
+            .map_err(|status| rpc::call_error(name, &status))
+    }
+
+    /// Names of agents and whether each is connected now (for metrics).
+    pub fn link_states(&self) -> Vec<(String, LinkState)> {
+        lock(&self.links)
+            .iter()
+            .map(|(name, link)| (name.clone(), lock(&link.status).state))
+            .collect()
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -304,7 +346,7 @@ impl AgentHub {
         }
         Self::set_status(link, LinkState::Connected, None);
         let not_after = info.certificate_not_after / 1000;
-        let updated = self.store.update_agent(name, |a| {
+        let updated = self.store.update_agent(name, &|a| {
             a.last_seen = Some(now().unix_timestamp());
             a.version = Some(info.version.clone());
             a.hostname = Some(info.hostname.clone());
@@ -323,6 +365,7 @@ impl AgentHub {
         if let Err(e) = updated {
             tracing::error!(agent = %name, "cannot record agent status: {e}");
         }
+        self.refresh_colors(name).await;
         if self.pki.needs_renewal(not_after, now()) {
             match self.renew(name, &mut client).await {
                 Ok(new_not_after) => tracing::info!(
@@ -331,6 +374,35 @@ impl AgentHub {
                     "renewed the agent's certificate"
                 ),
                 Err(e) => tracing::error!(agent = %name, "certificate renewal failed: {e}"),
+            }
+        }
+    }
+
+    /// Records the active colour of every instance bound to this agent, as it reports it.
+    async fn refresh_colors(&self, agent: &str) {
+        let instances = match self.store.instances(None) {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::error!("cannot list instances: {e}");
+                return;
+            }
+        };
+        for instance in instances.into_iter().filter(|i| i.agent == agent) {
+            match self.active_color(agent, &instance.agent_instance_id).await {
+                Ok(color) if color != instance.active_color => {
+                    let result = self.store.update_instance(&instance.id, &mut |i| {
+                        i.active_color = color;
+                        i.active_color_at = Some(now_ms());
+                        Ok(())
+                    });
+                    if let Err(e) = result {
+                        tracing::warn!(instance = %instance.id, "cannot record colour: {e}");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(instance = %instance.id, "no instance status: {e}");
+                }
             }
         }
     }
@@ -352,7 +424,7 @@ impl AgentHub {
             .map_err(|e| e.to_string())?;
         let fp = fingerprint(&cert);
         self.store
-            .update_agent(name, |a| {
+            .update_agent(name, &|a| {
                 if !a.cert_fingerprints.contains(&fp) {
                     a.cert_fingerprints.push(fp.clone());
                 }
@@ -367,7 +439,7 @@ impl AgentHub {
             .into_inner();
         let not_after = installed.not_after / 1000;
         self.store
-            .update_agent(name, |a| {
+            .update_agent(name, &|a| {
                 a.cert_fingerprints = vec![fp.clone()];
                 a.cert_not_after = Some(not_after);
             })

@@ -3,29 +3,37 @@
 //! agent for its live information.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
+use axum::routing::{delete, get, patch, post};
+use axum::Json;
 use ocore_proto::enrolment::EnrolmentToken;
 use ocore_proto::identity::validate_agent_name;
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{now_unix, rfc3339, Admin, ApiError, Body, SharedState};
-use crate::agents::{AgentCallError, LinkState};
+use super::{endpoint, now_unix, rfc3339, Admin, ApiError, Body, Endpoint, SharedState};
+use crate::agents::LinkState;
 use crate::auth::hash_token;
 use crate::store::{AgentRecord, EnrolmentTokenRecord};
 
 /// Longest enrolment token lifetime an operator may ask for.
 const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/api/agents", get(list).post(add))
-        .route("/api/agents/{name}", get(show).patch(update).delete(remove))
-        .route("/api/agents/{name}/enrolment-token", post(new_token))
-        .route("/api/agents/{name}/info", get(live_info))
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::GET, "/api/agents", get(list)),
+        endpoint(Method::POST, "/api/agents", post(add)),
+        endpoint(Method::GET, "/api/agents/{name}", get(show)),
+        endpoint(Method::PATCH, "/api/agents/{name}", patch(update)),
+        endpoint(Method::DELETE, "/api/agents/{name}", delete(remove)),
+        endpoint(
+            Method::POST,
+            "/api/agents/{name}/enrolment-token",
+            post(new_token),
+        ),
+        endpoint(Method::GET, "/api/agents/{name}/info", get(live_info)),
+    ]
 }
 
 #[derive(Deserialize)]
@@ -190,7 +198,7 @@ async fn update(
     if let Some(address) = &body.address {
         validate_address(address)?;
     }
-    let record = state.store.update_agent(&name, |a| {
+    let record = state.store.update_agent(&name, &|a| {
         if let Some(address) = &body.address {
             a.address.clone_from(address);
         }
@@ -205,6 +213,19 @@ async fn remove(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     find(&state, &name)?;
+    let bound: Vec<String> = state
+        .store
+        .instances(None)?
+        .into_iter()
+        .filter(|i| i.agent == name)
+        .map(|i| i.id)
+        .collect();
+    if !bound.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "agent {name} holds instance(s) {}; delete them or bind them to another agent first",
+            bound.join(", ")
+        )));
+    }
     state.store.remove_agent(&name)?;
     state.hub.sync(&name);
     tracing::info!(agent = %name, "agent removed; its certificate is refused from now on");
@@ -235,13 +256,7 @@ async fn live_info(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     find(&state, &name)?;
-    let info = state.hub.info(&name).await.map_err(|e| match e {
-        AgentCallError::Unknown(_) => ApiError::not_found(e.to_string()),
-        AgentCallError::NotEnrolled(_) => ApiError::conflict(e.to_string()),
-        AgentCallError::Failed { .. } => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", e.to_string())
-        }
-    })?;
+    let info = state.hub.info(&name).await?;
     let instances: Vec<Value> = info
         .instances
         .iter()

@@ -2,18 +2,19 @@
 //! certificate. The token is the only credential; it is checked, then consumed atomically.
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use ocore_proto::enrolment::{EnrolRequest, EnrolResponse, EnrolmentToken};
 use ocore_proto::identity::fingerprint;
 use ocore_proto::tls::{cert_info, cert_to_pem};
 use time::OffsetDateTime;
 
-use super::{ApiError, Body, SharedState};
+use super::{endpoint, ApiError, Body, Endpoint, SharedState};
 use crate::auth::hash_token;
 
-pub fn routes() -> Router<SharedState> {
-    Router::new().route("/api/agents/enroll", post(enroll))
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![endpoint(Method::POST, "/api/agents/enroll", post(enroll))]
 }
 
 async fn enroll(
@@ -42,7 +43,7 @@ async fn enroll(
     }
     let info = cert_info(&cert).map_err(|e| ApiError::internal(e.to_string()))?;
     let fp = fingerprint(&cert);
-    state.store.update_agent(&record.agent, |a| {
+    state.store.update_agent(&record.agent, &|a| {
         a.enrolled_at = Some(now.unix_timestamp());
         // Enrolment replaces the identity: certificates from an earlier enrolment are
         // refused from now on.

@@ -2,28 +2,41 @@
 //! errors become `{error: {code, message}}` responses.
 
 mod agents;
+mod deployments;
 mod enroll;
+mod environments;
+mod events;
+mod instances;
+mod metrics;
+pub mod openapi;
+mod projects;
+mod snapshots;
 pub mod tokens;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::agents::AgentHub;
-use crate::auth::{hash_token, Principal, TokenRejection};
+use crate::agents::{AgentCallError, AgentHub, Refusal};
+use crate::auth::{hash_token, Permission, Principal, TokenRejection};
 use crate::config::CoordinatorConfig;
+use crate::metrics::Metrics;
 use crate::pki::Pki;
+use crate::queue::{CancelError, Dispatcher};
 use crate::store::{Store, StoreError};
 
 /// Largest JSON body accepted anywhere in the API.
@@ -35,17 +48,58 @@ pub struct AppState {
     pub hub: Arc<AgentHub>,
     pub pki: Arc<Pki>,
     pub config: Arc<CoordinatorConfig>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub metrics: Arc<Metrics>,
+    /// Background work started by requests (manual snapshots) and long responses (event
+    /// streams) end on this token at shutdown.
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
 }
 
 pub type SharedState = Arc<AppState>;
 
+/// One route of the API: what the router serves and what the OpenAPI document must list.
+pub struct Endpoint {
+    pub method: Method,
+    pub path: &'static str,
+    pub route: MethodRouter<SharedState>,
+}
+
+pub fn endpoint(method: Method, path: &'static str, route: MethodRouter<SharedState>) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        route,
+    }
+}
+
+/// Every route of the API. The router is built from this list alone, so a test of the
+/// list against the OpenAPI document is a test of the router.
+pub fn endpoints() -> Vec<Endpoint> {
+    let mut all = vec![
+        endpoint(Method::GET, "/api/health", get(health)),
+        endpoint(Method::GET, "/api/me", get(me)),
+        endpoint(Method::GET, "/api/openapi.json", get(openapi::serve)),
+        endpoint(Method::GET, "/metrics", get(metrics::serve)),
+    ];
+    all.extend(enroll::endpoints());
+    all.extend(agents::endpoints());
+    all.extend(tokens::endpoints());
+    all.extend(projects::endpoints());
+    all.extend(environments::endpoints());
+    all.extend(instances::endpoints());
+    all.extend(deployments::endpoints());
+    all.extend(events::endpoints());
+    all.extend(snapshots::endpoints());
+    all
+}
+
 pub fn router(state: SharedState) -> Router {
-    Router::new()
-        .route("/api/health", get(health))
-        .route("/api/me", get(me))
-        .merge(enroll::routes())
-        .merge(agents::routes())
-        .merge(tokens::routes())
+    let mut router = Router::new();
+    for e in endpoints() {
+        router = router.route(e.path, e.route);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -148,8 +202,118 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
+            StoreError::Refused(why) => ApiError::conflict(why),
             StoreError::Rejected(why) => ApiError::unauthorized(why),
             other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::domain::Invalid> for ApiError {
+    fn from(e: crate::domain::Invalid) -> Self {
+        ApiError::bad_request(e.0)
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::Finished { .. } => ApiError::conflict(e.to_string()),
+            CancelError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// How a failed agent call shows to API clients: the agent's own refusals keep their
+/// meaning (404, 409, 400, 501); an agent that cannot be reached is a 502.
+impl From<AgentCallError> for ApiError {
+    fn from(e: AgentCallError) -> Self {
+        let message = e.to_string();
+        match e {
+            AgentCallError::Unknown(_) => ApiError::not_found(message),
+            AgentCallError::NotEnrolled(_) => ApiError::conflict(message),
+            AgentCallError::Failed { .. } | AgentCallError::NotConnected { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "agent_unreachable", message)
+            }
+            AgentCallError::Refused { reason, .. } => match reason {
+                Refusal::NotFound => ApiError::not_found(message),
+                Refusal::Invalid => ApiError::bad_request(message),
+                Refusal::Conflict => ApiError::conflict(message),
+                Refusal::Exhausted => ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    message,
+                ),
+                Refusal::Unimplemented => ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "agent_not_implemented",
+                    message,
+                ),
+                Refusal::Internal => ApiError::new(StatusCode::BAD_GATEWAY, "agent_error", message),
+            },
+        }
+    }
+}
+
+/// Checks a project-scoped permission. A caller without it gets 403 whether or not the
+/// project exists, so a token for project A learns nothing about project B; only callers
+/// holding the permission get to see a 404.
+pub fn require(
+    principal: &Principal,
+    permission: Permission,
+    project: &str,
+) -> Result<(), ApiError> {
+    if principal.may(permission, project) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this token lacks {permission} on project {project}"
+        )))
+    }
+}
+
+/// A path parameter; a parameter that cannot be decoded is a 400.
+pub struct PathParam<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParam(v))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// The query string as name/value pairs; a malformed one is a 400.
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+impl QueryParams {
+    /// Refuses parameters other than `allowed` (a typo would otherwise be ignored).
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(ApiError::bad_request(format!(
+                "unknown query parameter {:?}; allowed: {}",
+                crate::domain::shorten(k),
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
         }
     }
 }
@@ -251,4 +415,50 @@ pub fn rfc3339(unix: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Grant;
+
+    #[test]
+    fn project_permissions_are_403_without_looking_anything_up() {
+        let p = Principal {
+            token_id: "t".into(),
+            name: "ci".into(),
+            admin: false,
+            grants: vec![Grant {
+                project: "shop".into(),
+                permission: Permission::ViewDeployments,
+            }],
+        };
+        assert!(require(&p, Permission::ViewDeployments, "shop").is_ok());
+        let other = require(&p, Permission::ViewDeployments, "other").expect_err("other");
+        assert_eq!(other.status, StatusCode::FORBIDDEN);
+        let deploy = require(&p, Permission::ManageDeployments, "shop").expect_err("deploy");
+        assert_eq!(deploy.status, StatusCode::FORBIDDEN);
+        assert!(
+            deploy.message.contains("manage:deployments"),
+            "{}",
+            deploy.message
+        );
+    }
+
+    #[test]
+    fn unreachable_agents_are_502_and_refusals_keep_their_meaning() {
+        let e: ApiError = AgentCallError::Failed {
+            name: "web1".into(),
+            message: "refused".into(),
+        }
+        .into();
+        assert_eq!(e.status, StatusCode::BAD_GATEWAY);
+        let e: ApiError = AgentCallError::Refused {
+            name: "web1".into(),
+            reason: Refusal::NotFound,
+            message: "no snapshot".into(),
+        }
+        .into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+    }
 }

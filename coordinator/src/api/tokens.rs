@@ -1,20 +1,22 @@
 //! API token administration (admin only). A token's text is returned once, at creation.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::http::{Method, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{now_unix, rfc3339, Admin, ApiError, Body, SharedState};
+use super::{endpoint, now_unix, rfc3339, Admin, ApiError, Body, Endpoint, SharedState};
 use crate::auth::{generate_token, Permission};
 use crate::store::{Grant, TokenRecord};
 
-pub fn routes() -> Router<SharedState> {
-    Router::new()
-        .route("/api/tokens", get(list).post(create))
-        .route("/api/tokens/{id}", delete(revoke))
+pub fn endpoints() -> Vec<Endpoint> {
+    vec![
+        endpoint(Method::GET, "/api/tokens", get(list)),
+        endpoint(Method::POST, "/api/tokens", post(create)),
+        endpoint(Method::DELETE, "/api/tokens/{id}", delete(revoke)),
+    ]
 }
 
 #[derive(Deserialize)]

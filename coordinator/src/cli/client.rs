@@ -23,6 +23,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Local(String),
+    /// The command worked, and what it watched ended badly (a failed deployment).
+    #[error("{0}")]
+    Outcome(String),
 }
 
 /// Where the CLI keeps `ocore login` settings.
@@ -62,11 +65,52 @@ pub struct ApiClient {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// Without an overall deadline, for event streams (the server sends keep-alives).
+    streaming: ureq::Agent,
+}
+
+/// One Server-Sent Event as received.
+#[derive(Debug, Default, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ureq::tls::TlsConfig, CliError> {
+    let mut builder = ureq::tls::TlsConfig::builder();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        builder = builder.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    Ok(builder.build())
 }
 
 impl ApiClient {
     /// Flags and environment win over the login file.
     pub fn new(url: Option<String>, token: Option<String>) -> Result<Self, CliError> {
+        Self::with_ca(url, token, None)
+    }
+
+    /// Like `new`, trusting only the CA certificates in `ca_file` for HTTPS when given.
+    pub fn with_ca(
+        url: Option<String>,
+        token: Option<String>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, CliError> {
         let saved = LoginFile::read()?;
         let base = url.or(saved.url).ok_or_else(|| {
             CliError::Usage(
@@ -79,12 +123,23 @@ impl ApiClient {
                 "coordinator URL {base:?} must start with http:// or https://"
             )));
         }
+        let tls = tls_config(ca_file)?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
+            .tls_config(tls.clone())
+            .build()
+            .into();
+        let streaming = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            // Keep-alive comments arrive every 15 s; a silent minute means a dead link.
+            .timeout_recv_body(Some(Duration::from_secs(60)))
+            .tls_config(tls)
             .build()
             .into();
         Ok(Self {
+            streaming,
             base,
             // An empty OCORE_TOKEN means "no token", not an empty bearer.
             token: token.filter(|t| !t.trim().is_empty()).or(saved.token),
@@ -112,6 +167,87 @@ impl ApiClient {
         self.call("DELETE", path, None)
     }
 
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+        self.call("PUT", path, Some(body))
+    }
+
+    /// Reads a Server-Sent Events stream, calling `on_event` for each event until the
+    /// stream ends or `on_event` returns false. Resumes after `last_id` when given.
+    pub fn events(
+        &self,
+        path: &str,
+        last_id: Option<&str>,
+        on_event: &mut dyn FnMut(&SseEvent) -> bool,
+    ) -> Result<(), CliError> {
+        use std::io::BufRead;
+        let url = format!("{}{path}", self.base);
+        let network = |e: ureq::Error| CliError::Network {
+            url: self.base.clone(),
+            message: e.to_string(),
+        };
+        let mut req = self
+            .streaming
+            .get(&url)
+            .header("Accept", "text/event-stream");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let response = req.call().map_err(network)?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let mut response = response;
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            return Err(CliError::Api {
+                status,
+                code: value["error"]["code"]
+                    .as_str()
+                    .unwrap_or("error")
+                    .to_owned(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
+            });
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        let mut current = SseEvent::default();
+        for line in reader.lines() {
+            let line = line.map_err(|e| CliError::Network {
+                url: self.base.clone(),
+                message: e.to_string(),
+            })?;
+            if line.is_empty() {
+                let has_event = !current.data.is_empty() || !current.event.is_empty();
+                if has_event && !on_event(&current) {
+                    return Ok(());
+                }
+                current = SseEvent::default();
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "id" => current.id = Some(value.to_owned()),
+                "event" => current.event = value.to_owned(),
+                "data" => {
+                    if !current.data.is_empty() {
+                        current.data.push('\n');
+                    }
+                    current.data.push_str(value);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let network = |e: ureq::Error| CliError::Network {
@@ -134,6 +270,7 @@ impl ApiClient {
             (_, body) => {
                 let mut req = match method {
                     "PATCH" => self.agent.patch(&url),
+                    "PUT" => self.agent.put(&url),
                     _ => self.agent.post(&url),
                 };
                 if let Some(a) = &auth {

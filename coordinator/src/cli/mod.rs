@@ -4,8 +4,14 @@
 mod agent;
 mod ca;
 pub mod client;
+mod deploy;
+mod environment;
+mod instance;
 mod login;
+mod mapping;
 mod output;
+mod project;
+mod snapshot;
 mod token;
 
 use std::path::PathBuf;
@@ -44,6 +50,10 @@ pub struct Global {
     /// API token (prefer the environment variable or `ocore login` over this flag).
     #[arg(long, global = true, env = "OCORE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust only the CA certificate(s) in this PEM file for an https:// coordinator
+    /// (for a coordinator whose certificate comes from a private CA).
+    #[arg(long, global = true, env = "OCORE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Output format of read commands.
     #[arg(long, short, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -62,6 +72,24 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Create, list, show, change and delete projects.
+    #[command(subcommand)]
+    Project(project::ProjectCommand),
+    /// Create, list, show, change and delete environments; snapshot retention settings.
+    #[command(subcommand)]
+    Environment(environment::EnvironmentCommand),
+    /// Bind instances declared on agents to environments.
+    #[command(subcommand)]
+    Instance(instance::InstanceCommand),
+    /// Map branches to environments.
+    #[command(subcommand)]
+    Mapping(mapping::MappingCommand),
+    /// Deploy (`ocore deploy --project P --branch main --follow`), list, show, follow,
+    /// cancel and roll back deployments.
+    Deploy(deploy::DeployArgs),
+    /// List, take, pin, unpin, delete and estimate an environment's snapshots.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Save the coordinator URL and token for later commands (file mode 0600).
     Login(login::LoginArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -86,7 +114,13 @@ pub struct ServerArgs {
 
 /// Runs a client-side command (anything but `server`).
 pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
-    let client = || ApiClient::new(global.url.clone(), global.token.clone());
+    let client = || {
+        ApiClient::with_ca(
+            global.url.clone(),
+            global.token.clone(),
+            global.ca_file.as_deref(),
+        )
+    };
     match command {
         Command::Server(_) => Err(CliError::Usage(
             "`ocore server` is handled by the binary's entry point".to_owned(),
@@ -94,6 +128,12 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
         Command::Ca(cmd) => ca::run(cmd, global.output),
         Command::Agent(cmd) => agent::run(&client()?, cmd, global.output),
         Command::Token(cmd) => token::run(&client()?, cmd, global.output),
+        Command::Project(cmd) => project::run(&client()?, cmd, global.output),
+        Command::Environment(cmd) => environment::run(&client()?, cmd, global.output),
+        Command::Instance(cmd) => instance::run(&client()?, cmd, global.output),
+        Command::Mapping(cmd) => mapping::run(&client()?, cmd, global.output),
+        Command::Deploy(args) => deploy::run(&client()?, args, global.output),
+        Command::Snapshot(cmd) => snapshot::run(&client()?, cmd, global.output),
         Command::Login(args) => login::run(global, args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

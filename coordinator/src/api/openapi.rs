@@ -1,0 +1,373 @@
+//! The OpenAPI 3.1 document of the REST API, served at `GET /api/openapi.json`. A unit
+//! test checks that it lists exactly the routes the router serves.
+
+use std::sync::OnceLock;
+
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+/// Who may call an operation.
+#[derive(Clone, Copy)]
+enum Access {
+    Public,
+    Token,
+    Admin,
+    Permission(&'static str),
+}
+
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    access: Access,
+    body: Option<&'static str>,
+    status: u16,
+    response: Option<&'static str>,
+    query: &'static [(&'static str, &'static str)],
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    access: Access,
+    body: Option<&'static str>,
+    status: u16,
+    response: Option<&'static str>,
+    query: &'static [(&'static str, &'static str)],
+) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        access,
+        body,
+        status,
+        response,
+        query,
+    }
+}
+
+use Access::{Admin, Permission as Perm, Public, Token};
+
+const VIEW: Access = Perm("view:deployments");
+const DEPLOY: Access = Perm("manage:deployments");
+const ENVS: Access = Perm("manage:environments");
+
+const OPS: &[Op] = &[
+    op("get", "/api/health", "Liveness and version", Public, None, 200, Some("Health"), &[]),
+    op("get", "/api/me", "The calling token", Token, None, 200, Some("Me"), &[]),
+    op("get", "/api/openapi.json", "This document", Public, None, 200, None, &[]),
+    op("get", "/metrics", "Prometheus metrics (text format); a token unless [metrics] public = true", Token, None, 200, None, &[]),
+    op("post", "/api/agents/enroll", "Trade a one-time enrolment token and a CSR for the agent's certificate", Public, Some("EnrolRequest"), 200, Some("EnrolResponse"), &[]),
+    op("get", "/api/agents", "List agents with their link status", Admin, None, 200, Some("AgentList"), &[]),
+    op("post", "/api/agents", "Register an agent; returns its enrolment token", Admin, Some("AgentCreate"), 201, Some("AgentToken"), &[]),
+    op("get", "/api/agents/{name}", "Show an agent", Admin, None, 200, Some("Agent"), &[]),
+    op("patch", "/api/agents/{name}", "Change an agent's address", Admin, Some("AgentUpdate"), 200, Some("Agent"), &[]),
+    op("delete", "/api/agents/{name}", "Remove an agent; its certificate is refused from then on", Admin, None, 204, None, &[]),
+    op("post", "/api/agents/{name}/enrolment-token", "Issue a new enrolment token", Admin, Some("EnrolmentTokenOptions"), 201, Some("AgentToken"), &[]),
+    op("get", "/api/agents/{name}/info", "Ask the agent for its live information", Admin, None, 200, Some("AgentInfo"), &[]),
+    op("get", "/api/tokens", "List API tokens (never their secrets)", Admin, None, 200, Some("TokenList"), &[]),
+    op("post", "/api/tokens", "Create an API token; its secret is returned once", Admin, Some("TokenCreate"), 201, Some("Token"), &[]),
+    op("delete", "/api/tokens/{id}", "Revoke a token", Admin, None, 200, Some("Token"), &[]),
+    op("get", "/api/projects", "List the projects the token has a permission on", Token, None, 200, Some("ProjectList"), &[]),
+    op("post", "/api/projects", "Create a project", Admin, Some("ProjectCreate"), 201, Some("Project"), &[]),
+    op("get", "/api/projects/{projectId}", "Show a project", Token, None, 200, Some("Project"), &[]),
+    op("patch", "/api/projects/{projectId}", "Change a project", Admin, Some("ProjectUpdate"), 200, Some("Project"), &[]),
+    op("delete", "/api/projects/{projectId}", "Delete a project without environments", Admin, None, 204, None, &[]),
+    op("get", "/api/projects/{projectId}/branch-mappings", "List branch mappings", Token, None, 200, Some("BranchMappingList"), &[]),
+    op("put", "/api/projects/{projectId}/branch-mappings/{branch}", "Map a branch (percent-encode '/') to an environment", Admin, Some("BranchMappingSet"), 200, Some("BranchMapping"), &[]),
+    op("delete", "/api/projects/{projectId}/branch-mappings/{branch}", "Remove a branch mapping", Admin, None, 204, None, &[]),
+    op("get", "/api/environments", "List environments", Token, None, 200, Some("EnvironmentList"), &[("projectId", "only this project's")]),
+    op("post", "/api/environments", "Create an environment", Admin, Some("EnvironmentCreate"), 201, Some("Environment"), &[]),
+    op("get", "/api/environments/{environmentId}", "Show an environment", Token, None, 200, Some("Environment"), &[]),
+    op("patch", "/api/environments/{environmentId}", "Rename an environment", Admin, Some("EnvironmentUpdate"), 200, Some("Environment"), &[]),
+    op("delete", "/api/environments/{environmentId}", "Delete an environment without instance or mapping", Admin, None, 204, None, &[]),
+    op("get", "/api/environments/{environmentId}/snapshot-settings", "Snapshot retention settings", ENVS, None, 200, Some("SnapshotSettings"), &[]),
+    op("put", "/api/environments/{environmentId}/snapshot-settings", "Change retention and apply it on the agent now", ENVS, Some("SnapshotSettingsSet"), 200, Some("SnapshotSettings"), &[]),
+    op("get", "/api/environments/{environmentId}/snapshots", "List snapshots (from the agent; from the cache when it is away)", ENVS, None, 200, Some("SnapshotList"), &[]),
+    op("post", "/api/environments/{environmentId}/snapshots", "Take a manual snapshot (202; taken in the background)", ENVS, None, 202, Some("Snapshot"), &[]),
+    op("get", "/api/environments/{environmentId}/snapshots/estimate", "Estimate the size of the next snapshot", ENVS, None, 200, Some("SnapshotEstimate"), &[]),
+    op("get", "/api/environments/{environmentId}/snapshots/{snapshotId}", "Show a snapshot as the coordinator knows it", ENVS, None, 200, Some("Snapshot"), &[]),
+    op("delete", "/api/environments/{environmentId}/snapshots/{snapshotId}", "Delete a snapshot", ENVS, None, 200, Some("SnapshotDeleted"), &[]),
+    op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/pin", "Pin a snapshot (retention never deletes it)", ENVS, None, 200, Some("Snapshot"), &[]),
+    op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/unpin", "Unpin a snapshot", ENVS, None, 200, Some("Snapshot"), &[]),
+    op("get", "/api/instances", "List instances", Token, None, 200, Some("InstanceList"), &[("projectId", "only this project's"), ("environmentId", "only this environment's")]),
+    op("post", "/api/instances", "Bind an instance declared on an agent to an environment", Admin, Some("InstanceCreate"), 201, Some("Instance"), &[]),
+    op("get", "/api/instances/{instanceId}", "Show an instance and its active colour", Token, None, 200, Some("Instance"), &[]),
+    op("patch", "/api/instances/{instanceId}", "Change an instance's agent binding", Admin, Some("InstanceUpdate"), 200, Some("Instance"), &[]),
+    op("delete", "/api/instances/{instanceId}", "Delete an instance without active deployments", Admin, None, 204, None, &[]),
+    op("post", "/api/projects/{projectId}/deploy", "Queue a deployment", DEPLOY, Some("DeployRequest"), 202, Some("DeploymentSummary"), &[]),
+    op("get", "/api/projects/{projectId}/deployments", "Deployment history, newest first", VIEW, None, 200, Some("DeploymentList"), &[("limit", "page size, 1 to 100 (default 20)"), ("offset", "deployments to skip (default 0)")]),
+    op("get", "/api/projects/{projectId}/deployments/{deploymentId}", "A deployment with its steps and the instance's active colour", VIEW, None, 200, Some("Deployment"), &[]),
+    op("get", "/api/projects/{projectId}/deployments/{deploymentId}/events", "Server-Sent Events of the deployment (id = seq; resumable with Last-Event-ID); ends after the finished event", VIEW, None, 200, None, &[("lastEventId", "resume after this seq (the Last-Event-ID header wins)")]),
+    op("post", "/api/projects/{projectId}/deployments/{deploymentId}/cancel", "Cancel a queued (200) or running (202) deployment", DEPLOY, None, 200, Some("DeploymentSummary"), &[]),
+    op("post", "/api/projects/{projectId}/rollback", "Queue a rollback to a deployment's pre-deploy snapshot and the image before it", ENVS, Some("RollbackRequest"), 202, Some("DeploymentSummary"), &[]),
+    op("get", "/api/deployments/{deploymentId}", "Find a deployment by id alone", VIEW, None, 200, Some("Deployment"), &[]),
+];
+
+fn schema_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn nullable(t: &str) -> Value {
+    json!({"type": [t, "null"]})
+}
+
+fn list_of(key: &str, item: &str) -> Value {
+    obj(
+        &["total", key],
+        json!({"total": {"type": "integer"}, key: {"type": "array", "items": schema_ref(item)}}),
+    )
+}
+
+fn schemas() -> Value {
+    let time = || nullable("string");
+    let deployment_summary = json!({
+        "id": {"type": "string", "format": "uuid"},
+        "projectId": {"type": "string"},
+        "environmentId": {"type": "string"},
+        "instanceId": {"type": "string"},
+        "status": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
+        "statusReason": nullable("string"),
+        "triggerType": {"enum": ["manual", "webhook", "rollback"]},
+        "branch": nullable("string"),
+        "tag": nullable("string"),
+        "commitSha": nullable("string"),
+        "commitMessage": nullable("string"),
+        "commitAuthor": nullable("string"),
+        "snapshotId": nullable("string"),
+        "imageRef": nullable("string"),
+        "rollbackOf": nullable("string"),
+        "durationMs": nullable("integer"),
+        "createdAt": {"type": "string", "format": "date-time"},
+        "startedAt": time(),
+        "finishedAt": time(),
+        "requestedBy": {"type": "string"},
+        "cancelRequested": {"type": "boolean"},
+    });
+    let mut deployment = deployment_summary.clone();
+    if let Value::Object(m) = &mut deployment {
+        m.insert(
+            "steps".into(),
+            json!({"type": "array", "items": schema_ref("Step")}),
+        );
+        m.insert(
+            "activeColor".into(),
+            json!({"enum": ["blue", "green", null]}),
+        );
+        m.insert("plan".into(), json!({"type": ["object", "null"]}));
+    }
+    json!({
+        "Error": obj(&["error"], json!({"error": obj(&["code", "message"], json!({"code": {"type": "string"}, "message": {"type": "string"}}))})),
+        "Health": obj(&["status"], json!({"status": {"type": "string"}, "version": {"type": "string"}})),
+        "Me": obj(&["tokenId"], json!({"tokenId": {"type": "string"}, "name": {"type": "string"}, "admin": {"type": "boolean"}, "grants": {"type": "array", "items": schema_ref("Grant")}})),
+        "Grant": obj(&["project", "permission"], json!({"project": {"type": "string"}, "permission": {"enum": ["view:deployments", "manage:deployments", "manage:environments"]}})),
+        "EnrolRequest": obj(&["token", "csrPem"], json!({"token": {"type": "string"}, "csrPem": {"type": "string"}})),
+        "EnrolResponse": obj(&["agentName", "certificatePem", "caCertificatePem"], json!({"agentName": {"type": "string"}, "certificatePem": {"type": "string"}, "caCertificatePem": {"type": "string"}})),
+        "Agent": obj(&["name", "address", "status"], json!({"name": {"type": "string"}, "address": {"type": "string"}, "status": {"enum": ["pending-enrolment", "connecting", "connected", "unreachable", "refused"]}, "lastError": nullable("string"), "instances": {"type": "array"}})),
+        "AgentList": list_of("agents", "Agent"),
+        "AgentCreate": obj(&["name", "address"], json!({"name": {"type": "string"}, "address": {"type": "string"}, "tokenTtlSecs": {"type": "integer"}})),
+        "AgentUpdate": obj(&[], json!({"address": {"type": "string"}})),
+        "EnrolmentTokenOptions": obj(&[], json!({"tokenTtlSecs": {"type": "integer"}})),
+        "AgentToken": obj(&["enrolmentToken", "expiresAt"], json!({"enrolmentToken": {"type": "string"}, "expiresAt": {"type": "string"}, "enrolCommand": {"type": "string"}, "agent": schema_ref("Agent")})),
+        "AgentInfo": obj(&["name", "version"], json!({"name": {"type": "string"}, "version": {"type": "string"}, "hostname": {"type": "string"}, "instances": {"type": "array"}})),
+        "Token": obj(&["id", "name", "admin"], json!({"id": {"type": "string"}, "name": {"type": "string"}, "admin": {"type": "boolean"}, "grants": {"type": "array", "items": schema_ref("Grant")}, "token": {"type": "string", "description": "only in the answer to a create"}, "expiresAt": time(), "revokedAt": time()})),
+        "TokenList": list_of("tokens", "Token"),
+        "TokenCreate": obj(&["name"], json!({"name": {"type": "string"}, "admin": {"type": "boolean"}, "grants": {"type": "array", "items": schema_ref("Grant")}, "expiresInSecs": {"type": "integer"}})),
+        "Project": obj(&["id", "name", "repositoryUrl"], json!({"id": {"type": "string"}, "name": {"type": "string"}, "repositoryUrl": {"type": "string"}, "addonsSubpath": {"type": "string"}, "credentialsRef": nullable("string"), "createdAt": {"type": "string"}, "updatedAt": {"type": "string"}})),
+        "ProjectList": list_of("projects", "Project"),
+        "ProjectCreate": obj(&["id", "repositoryUrl"], json!({"id": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"}, "name": {"type": "string"}, "repositoryUrl": {"type": "string"}, "addonsSubpath": {"type": "string"}, "credentialsRef": {"type": "string"}})),
+        "ProjectUpdate": obj(&[], json!({"name": {"type": "string"}, "repositoryUrl": {"type": "string"}, "addonsSubpath": {"type": "string"}, "credentialsRef": {"type": "string"}})),
+        "BranchMapping": obj(&["projectId", "branch", "environmentId"], json!({"projectId": {"type": "string"}, "branch": {"type": "string"}, "environmentId": {"type": "string"}})),
+        "BranchMappingList": list_of("mappings", "BranchMapping"),
+        "BranchMappingSet": obj(&["environmentId"], json!({"environmentId": {"type": "string"}})),
+        "SnapshotSettingsSet": obj(&["keepLast", "keepDays"], json!({"keepLast": {"type": "integer", "minimum": 0, "maximum": 10000, "description": "0: no count limit"}, "keepDays": {"type": "integer", "minimum": 0, "maximum": 36500, "description": "0: no age limit"}})),
+        "SnapshotSettings": obj(&["keepLast", "keepDays"], json!({"environmentId": {"type": "string"}, "keepLast": {"type": "integer"}, "keepDays": {"type": "integer"}, "retention": {"type": "object", "description": "outcome of applying the settings on the agent (PUT only)"}})),
+        "Environment": obj(&["id", "projectId", "name"], json!({"id": {"type": "string"}, "projectId": {"type": "string"}, "name": {"type": "string"}, "branches": {"type": "array", "items": {"type": "string"}}, "instanceId": nullable("string"), "snapshotSettings": schema_ref("SnapshotSettingsSet")})),
+        "EnvironmentList": list_of("environments", "Environment"),
+        "EnvironmentCreate": obj(&["id", "projectId"], json!({"id": {"type": "string"}, "projectId": {"type": "string"}, "name": {"type": "string"}, "snapshotSettings": schema_ref("SnapshotSettingsSet")})),
+        "EnvironmentUpdate": obj(&[], json!({"name": {"type": "string"}})),
+        "Instance": obj(&["id", "projectId", "environmentId", "agent", "agentInstanceId"], json!({"id": {"type": "string"}, "projectId": {"type": "string"}, "environmentId": {"type": "string"}, "agent": {"type": "string"}, "agentInstanceId": {"type": "string"}, "activeColor": {"enum": ["blue", "green", null]}, "activeColorAt": time()})),
+        "InstanceList": list_of("instances", "Instance"),
+        "InstanceCreate": obj(&["id", "environmentId", "agent", "agentInstanceId"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "agent": {"type": "string"}, "agentInstanceId": {"type": "string"}})),
+        "InstanceUpdate": obj(&[], json!({"agent": {"type": "string"}, "agentInstanceId": {"type": "string"}})),
+        "DeployRequest": {
+            "type": "object",
+            "description": "At least one of branch, commitSha and tag.",
+            "properties": {"branch": {"type": "string"}, "commitSha": {"type": "string", "pattern": "^[0-9a-fA-F]{4,40}$"}, "tag": {"type": "string"}, "instanceId": {"type": "string"}},
+        },
+        "RollbackRequest": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}})),
+        "Step": obj(&["name", "status", "output"], json!({"name": {"type": "string"}, "status": {"enum": ["pending", "running", "completed", "failed", "skipped"]}, "output": {"type": "string"}, "durationMs": nullable("integer"), "startedAt": time(), "completedAt": time()})),
+        "DeploymentSummary": obj(&["id", "projectId", "status", "triggerType", "createdAt"], deployment_summary),
+        "Deployment": obj(&["id", "projectId", "status", "triggerType", "steps"], deployment),
+        "DeploymentList": obj(&["total", "deployments"], json!({"total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}, "deployments": {"type": "array", "items": schema_ref("DeploymentSummary")}})),
+        "DeployEvent": {
+            "type": "object",
+            "description": "The data of one Server-Sent Event; its SSE event name is `type`.",
+            "required": ["seq", "at", "type"],
+            "properties": {"seq": {"type": "integer"}, "at": {"type": "string"}, "type": {"enum": ["step", "log", "commit", "plan", "snapshot", "image", "finished"]}},
+        },
+        "Snapshot": obj(&["id", "environmentId", "kind", "state", "pinned"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "kind": {"enum": ["pre-deploy", "manual", "scheduled"]}, "state": {"enum": ["creating", "ready", "failed", "deleted"]}, "pinned": {"type": "boolean"}, "sizeBytes": {"type": "integer"}, "createdAt": {"type": "string"}, "deploymentId": nullable("string"), "commitSha": nullable("string"), "error": nullable("string")})),
+        "SnapshotList": obj(&["total", "snapshots", "source"], json!({"environmentId": {"type": "string"}, "total": {"type": "integer"}, "snapshots": {"type": "array", "items": schema_ref("Snapshot")}, "source": {"enum": ["agent", "cache"]}, "agentError": nullable("string")})),
+        "SnapshotEstimate": obj(&["estimatedBytes"], json!({"databaseBytes": {"type": "integer"}, "newFilestoreBytes": {"type": "integer"}, "compressionRatio": {"type": "number"}, "estimatedBytes": {"type": "integer"}, "freeDiskBytes": {"type": "integer"}})),
+        "SnapshotDeleted": obj(&["id", "freedBytes"], json!({"id": {"type": "string"}, "deleted": {"type": "boolean"}, "freedBytes": {"type": "integer"}})),
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema_ref("Error")}}})
+}
+
+fn operation(o: &Op) -> Value {
+    let mut params: Vec<Value> = o
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    params.extend(o.query.iter().map(|(name, description)| {
+        json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}})
+    }));
+    let mut responses = Map::new();
+    let ok = match (o.response, o.path.ends_with("/events"), o.path) {
+        (_, true, _) => {
+            json!({"description": "text/event-stream of DeployEvent", "content": {"text/event-stream": {"schema": schema_ref("DeployEvent")}}})
+        }
+        (_, _, "/metrics") => {
+            json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        (Some(schema), _, _) => {
+            json!({"description": "success", "content": {"application/json": {"schema": schema_ref(schema)}}})
+        }
+        (None, _, _) => json!({"description": "success"}),
+    };
+    responses.insert(o.status.to_string(), ok);
+    if o.path.ends_with("/cancel") {
+        responses.insert("202".into(), json!({"description": "cancel sent to the agent; the deployment ends with its next events", "content": {"application/json": {"schema": schema_ref("DeploymentSummary")}}}));
+    }
+    responses.insert("400".into(), error_response("malformed or invalid input"));
+    let access = match o.access {
+        Public => "public",
+        Token => "token",
+        Admin => "admin",
+        Perm(p) => p,
+    };
+    let (security, description) = match o.access {
+        Public => (json!([]), "No token needed.".to_owned()),
+        Token => (json!([{"bearer": []}]), "Any valid token; project data only for tokens with a permission on that project.".to_owned()),
+        Admin => (json!([{"bearer": []}]), "Admin token.".to_owned()),
+        Perm(p) => (json!([{"bearer": []}]), format!("Needs `{p}` on the project (admins may do everything). Without it: 403, whether or not the resource exists.")),
+    };
+    if !matches!(o.access, Public) {
+        responses.insert(
+            "401".into(),
+            error_response("missing, invalid, expired or revoked token"),
+        );
+        responses.insert(
+            "403".into(),
+            error_response("the token lacks the permission"),
+        );
+    }
+    responses.insert("404".into(), error_response("not found"));
+    json!({
+        "summary": o.summary,
+        "description": description,
+        "operationId": format!("{}{}", o.method, o.path.replace(['/', '{', '}', '.', '-'], "_")),
+        "parameters": params,
+        "security": security,
+        "x-ocore-access": access,
+        "requestBody": o.body.map(|b| json!({"required": true, "content": {"application/json": {"schema": schema_ref(b)}}})),
+        "responses": responses,
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPS {
+        let entry = paths
+            .entry(o.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let mut op = operation(o);
+        if op["requestBody"].is_null() {
+            if let Value::Object(m) = &mut op {
+                m.remove("requestBody");
+            }
+        }
+        entry[o.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "oCore coordinator API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Deploy Odoo addons from Git to your own servers. JSON in and out; errors are {error: {code, message}}. Send `Authorization: Bearer <token>`. Permissions are scoped per project; a token without the permission a request needs gets 403, whether or not the resource exists.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas(),
+        },
+        "paths": paths,
+    })
+}
+
+pub async fn serve() -> Json<Value> {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    Json(DOC.get_or_init(document).clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every route the router serves is documented, and the document lists nothing else.
+    #[test]
+    fn document_matches_the_router() {
+        let doc = document();
+        let served: BTreeSet<(String, String)> = crate::api::endpoints()
+            .iter()
+            .map(|e| (e.method.as_str().to_ascii_lowercase(), e.path.to_owned()))
+            .collect();
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for method in ops.as_object().into_iter().flatten().map(|(m, _)| m) {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let phantom: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from the document: {undocumented:?}"
+        );
+        assert!(
+            phantom.is_empty(),
+            "documented routes the router lacks: {phantom:?}"
+        );
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(schemas.contains_key(&name), "unresolved schema {name}");
+        }
+    }
+}

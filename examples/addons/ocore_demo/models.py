@@ -1,0 +1,2 @@
+# The demo changes this constant between its two deployments.
+GREETING = "Hello from the first version"
