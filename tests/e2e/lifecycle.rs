@@ -125,18 +125,9 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
         Some(Value::from("succeeded"))
     );
     // Roll back the second deployment: its snapshot, and the first deployment's image.
-    // Until the agent takes pre-deploy snapshots, the step is skipped and the rollback
-    // must be refused with a clear 409 instead.
     let snapshot_step = &d["steps"][0];
     assert_eq!(snapshot_step["name"], "Pre-deploy Snapshot");
-    if snapshot_step["status"] == "skipped" {
-        assert!(d["snapshotId"].is_null(), "{d}");
-        let refused = c.cli(&["deploy", "rollback", "--deployment", &id]);
-        assert!(!refused.status.success());
-        let err = String::from_utf8_lossy(&refused.stderr);
-        assert!(err.contains("no pre-deploy snapshot"), "{err}");
-        return Ok(());
-    }
+    assert_eq!(snapshot_step["status"], "completed", "{d}");
     let snapshot = d["snapshotId"]
         .as_str()
         .context("snapshotId of a completed snapshot step")?;

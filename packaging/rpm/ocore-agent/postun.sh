@@ -1,0 +1,9 @@
+# %postun of the ocore-agent rpm: after an upgrade, restarts the agent only if
+# it was running.
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || :
+	if [ "$1" -ge 1 ]; then
+		systemctl try-restart ocore-agent.service >/dev/null 2>&1 || :
+	fi
+fi
+exit 0
