@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use ocore_proto::tls::load_certs;
 use ocore_proto::v1::{self, deploy_event::Kind};
 use ocore_tests::fixture::{AddonsRepo, Site, SiteOptions};
 use ocore_tests::grpc;
@@ -112,13 +111,7 @@ impl<'a> Driver<'a> {
     }
 
     async fn client(&self) -> Result<ocore_proto::AgentClient<tonic::transport::Channel>> {
-        let ca = load_certs(&self.site.agent.tls_dir().join("ca.crt"))?.remove(0);
-        let auth =
-            grpc::coordinator_auth(&self.site.coordinator.state_dir).map_err(anyhow::Error::msg)?;
-        let address = self.site.agent.address.clone().context("agent address")?;
-        grpc::client(&address, "web1", &ca, auth)
-            .await
-            .map_err(anyhow::Error::msg)
+        self.site.agent_client().await
     }
 
     fn request(

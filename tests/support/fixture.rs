@@ -319,6 +319,19 @@ impl Site {
         })
     }
 
+    /// A gRPC client for the site's agent, presenting the coordinator's identity.
+    pub async fn agent_client(
+        &self,
+    ) -> Result<ocore_proto::AgentClient<tonic::transport::Channel>> {
+        let ca = ocore_proto::tls::load_certs(&self.agent.tls_dir().join("ca.crt"))?.remove(0);
+        let auth = crate::grpc::coordinator_auth(&self.coordinator.state_dir)
+            .map_err(anyhow::Error::msg)?;
+        let address = self.agent.address.clone().context("agent address")?;
+        crate::grpc::client(&address, &self.agent.name, &ca, auth)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
     /// The page the public port serves (through nginx), with its colour header.
     pub fn public_page(&self) -> Result<(u16, String, String)> {
         http_get(&format!("http://127.0.0.1:{}/", self.public_port))

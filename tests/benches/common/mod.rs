@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use ocore_proto::tls::load_certs;
 use ocore_proto::v1::{self, deploy_event::Kind};
 use ocore_tests::fixture::{AddonsRepo, Site};
 use ocore_tests::grpc;
@@ -171,13 +170,7 @@ impl<'a> Driver<'a> {
     }
 
     async fn client(&self) -> Result<ocore_proto::AgentClient<tonic::transport::Channel>> {
-        let ca = load_certs(&self.site.agent.tls_dir().join("ca.crt"))?.remove(0);
-        let auth =
-            grpc::coordinator_auth(&self.site.coordinator.state_dir).map_err(anyhow::Error::msg)?;
-        let address = self.site.agent.address.clone().context("agent address")?;
-        grpc::client(&address, &self.site.agent.name, &ca, auth)
-            .await
-            .map_err(anyhow::Error::msg)
+        self.site.agent_client().await
     }
 
     /// Deploys branch `branch` of `repo` and waits for the end. The clock starts once the
