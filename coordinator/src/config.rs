@@ -27,6 +27,18 @@ pub struct CoordinatorConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// Where the key that seals repository credentials and webhook secrets lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// The key file (64 hex characters, mode 0600). Default `<state_dir>/secrets.key`,
+    /// created on first start. Keep it out of store backups, or back it up separately.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Certificate files of the REST listener (PEM). Re-read on SIGHUP.
@@ -210,6 +222,11 @@ impl CoordinatorConfig {
                     .to_owned(),
             );
         }
+        if let Some(key) = &config.secrets.key_file {
+            if !key.is_absolute() {
+                problems.push(format!("secrets.key_file {key:?} must be an absolute path"));
+            }
+        }
         if let Some(tls) = &config.tls {
             for (what, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !p.is_absolute() {
@@ -234,6 +251,13 @@ impl CoordinatorConfig {
     pub fn store_dir(&self) -> PathBuf {
         self.state_dir.join("store")
     }
+
+    pub fn secrets_key_file(&self) -> PathBuf {
+        self.secrets
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("secrets.key"))
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +274,13 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/ocore"));
         assert_eq!(c.pki.enrolment_token_ttl_secs, 3600);
         assert_eq!(c.ca_dir(), PathBuf::from("/var/lib/ocore/ca"));
+        assert_eq!(
+            c.secrets_key_file(),
+            PathBuf::from("/var/lib/ocore/secrets.key")
+        );
+        let err = parse("listen = \"127.0.0.1:8800\"\n[secrets]\nkey_file = \"k\"\n")
+            .expect_err("relative key file");
+        assert!(err.to_string().contains("secrets.key_file"), "{err}");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod https;
 pub mod metrics;
 pub mod pki;
 pub mod queue;
+pub mod secrets;
 pub mod server;
 pub mod store;

@@ -29,6 +29,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             }
+            // So is an existing secrets key (a missing one is created on first start).
+            let key_file = config.secrets_key_file();
+            if key_file.exists() {
+                if let Err(e) = ocore::secrets::SecretBox::load_or_create(&key_file) {
+                    eprintln!("ocore: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
             if args.check_config {
                 println!("{}: valid", args.config.display());
                 return ExitCode::SUCCESS;

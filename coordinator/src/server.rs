@@ -17,6 +17,7 @@ use crate::https::{Https, TlsListener};
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::queue::{Backoff, Dispatcher, Live};
+use crate::secrets::SecretBox;
 use crate::store::Store;
 
 /// Time in-flight requests get to finish after SIGTERM.
@@ -31,6 +32,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         None => None,
     };
     let pki = Arc::new(Pki::load(config.ca_dir(), config.pki.clone())?);
+    let secrets = Arc::new(SecretBox::load_or_create(&config.secrets_key_file())?);
     let store = crate::store::open(&config.store_dir())?;
     bootstrap_admin_token(&store, &config.state_dir)?;
 
@@ -67,6 +69,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         config: config.clone(),
         dispatcher,
         metrics,
+        secrets,
         cancel: cancel.child_token(),
         tracker: tracker.clone(),
     }));

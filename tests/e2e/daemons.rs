@@ -1,6 +1,7 @@
 //! Daemon behaviour: configuration checks with clear errors and exit code 64, readiness
 //! notification, SIGHUP reload, graceful SIGTERM, and API authentication.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 
@@ -43,6 +44,34 @@ fn check_config_explains_what_is_wrong() -> Result<()> {
         .output()?;
     assert_eq!(missing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("file not found"));
+
+    // A secrets key other users can read is refused with the command that fixes it.
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state)?;
+    let key = state.join("secrets.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32)))?;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644))?;
+    let config = dir.path().join("secrets.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstate_dir = {:?}\n",
+            state.display().to_string()
+        ),
+    )?;
+    let out = Command::new(bin("ocore"))
+        .args(["server", "--check-config", "--config"])
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod 600"), "{err}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    let out = Command::new(bin("ocore"))
+        .args(["server", "--check-config", "--config"])
+        .arg(&config)
+        .output()?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     Ok(())
 }
 

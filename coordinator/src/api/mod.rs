@@ -37,6 +37,7 @@ use crate::config::CoordinatorConfig;
 use crate::metrics::Metrics;
 use crate::pki::Pki;
 use crate::queue::{CancelError, Dispatcher};
+use crate::secrets::SecretBox;
 use crate::store::{Store, StoreError};
 
 /// Largest JSON body accepted anywhere in the API.
@@ -50,6 +51,8 @@ pub struct AppState {
     pub config: Arc<CoordinatorConfig>,
     pub dispatcher: Arc<Dispatcher>,
     pub metrics: Arc<Metrics>,
+    /// Seals and opens repository credentials and webhook secrets (`crate::secrets`).
+    pub secrets: Arc<SecretBox>,
     /// Background work started by requests (manual snapshots) and long responses (event
     /// streams) end on this token at shutdown.
     pub cancel: CancellationToken,
