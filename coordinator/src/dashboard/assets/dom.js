@@ -141,7 +141,8 @@ export function facts(pairs, cls = 'facts') {
 export function table(caption, columns, rows) {
   const head = h('tr', {}, columns.map((c) => h('th', { scope: 'col' }, c)));
   const body = h('tbody', {}, rows.map(({ cells, attrs }) =>
-    h('tr', attrs || {}, cells.map((cell, i) => h('td', { 'data-label': columns[i] }, cell)))));
+    h('tr', attrs || {}, cells.map((cell, i) =>
+      h('td', { 'data-label': columns[i] }, h('div', { class: 'cell' }, cell))))));
   return h('div', { class: 'table-wrap' },
     h('table', { class: 'responsive' }, h('caption', {}, caption), h('thead', {}, head), body));
 }

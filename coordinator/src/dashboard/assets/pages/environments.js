@@ -98,7 +98,7 @@ function snapshotsSection(env, instance, signal) {
 
   const draw = (answer) => {
     const rows = answer.snapshots.map((s) => ({
-      attrs: { data: { snapshot: s.id, pinned: String(s.pinned), state: s.state } },
+      attrs: { data: { snapshot: s.id, pinned: String(s.pinned), state: s.state, kind: s.kind } },
       cells: [
         ago(s.createdAt),
         s.kind,
@@ -167,7 +167,7 @@ function snapshotsSection(env, instance, signal) {
             ['Estimated snapshot size', h('strong', {}, bytes(e.estimatedBytes))],
             ['Database', bytes(e.databaseBytes)],
             ['New filestore files', bytes(e.newFilestoreBytes)],
-            ['Compression ratio used', e.compressionRatio.toFixed(2)],
+            ['Compression (stored / raw)', String(Number(e.compressionRatio.toPrecision(2)))],
             ['Free disk on the agent', bytes(e.freeDiskBytes)],
           ]));
         } catch (err) {
