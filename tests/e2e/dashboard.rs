@@ -227,6 +227,7 @@ fn deploy_watch_live_and_roll_back_in_a_real_browser() -> Result<()> {
     // A marker that a reload would lose: the page must update itself.
     browser.js("window.ocoreNoReload = true;", vec![])?;
 
+    keep_port_on_restart(&site.coordinator)?;
     // The steps change on the page while it runs: the build is seen running live.
     browser.wait_js(
         "the page to show Build Image running",
@@ -241,12 +242,11 @@ fn deploy_watch_live_and_roll_back_in_a_real_browser() -> Result<()> {
         Some("pending"),
         "{midway:?}"
     );
-    browser.screenshot("04-deployment-running")?;
-    // The coordinator dies mid-build and comes back on the same port: the page resumes the
-    // stream with Last-Event-ID.
-    keep_port_on_restart(&site.coordinator)?;
+    // The coordinator dies mid-build (right away: the build takes seconds) and comes back
+    // on the same port: the page resumes the stream with Last-Event-ID.
     site.coordinator.crash_and_restart()?;
     let c = &site.coordinator;
+    browser.screenshot("04-deployment-after-the-crash")?;
     wait_page_finished(&browser, "succeeded")?;
     assert_eq!(
         browser.js("return window.ocoreNoReload;", vec![])?,
