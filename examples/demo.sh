@@ -226,6 +226,7 @@ cat <<EOT
 oCore is running.
   coordinator API:  $OCORE_URL   (log: $DEMO_DIR/coordinator.log)
   OpenAPI:          $OCORE_URL/api/openapi.json
+  dashboard:        $OCORE_URL/   (sign in with the admin token below)
   agent:            $AGENT_ADDR  (log: $DEMO_DIR/agent.log)
   Odoo (via nginx): http://127.0.0.1:$PUBLIC_PORT/
   admin token:      in $DEMO_DIR/coordinator/initial-admin-token

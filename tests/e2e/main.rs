@@ -5,6 +5,7 @@
 
 mod api;
 mod daemons;
+mod dashboard;
 mod https;
 mod lifecycle;
 mod openapi;

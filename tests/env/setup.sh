@@ -6,6 +6,7 @@
 #
 # Brings up, without systemd (CI's PID 1 is not systemd):
 #   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl
+#     chromium chromium-driver fonts-dejavu-core (the dashboard's headless-browser test);
 #     (docker.io too, only when no Docker Engine answers and dockerd is not installed);
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
@@ -41,7 +42,8 @@ ENV_FILE=$STATE_DIR/env
 LOCK_FILE=$STATE_DIR/setup.lock
 POLICY_RC=/usr/sbin/policy-rc.d
 
-PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl)
+PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl
+          chromium chromium-driver fonts-dejavu-core)
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
+pub mod browser;
 pub mod deploy;
 pub mod fixture;
 pub mod grpc;

@@ -103,6 +103,7 @@ pub fn router(state: SharedState) -> Router {
         router = router.route(e.path, e.route);
     }
     router
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -123,8 +124,15 @@ async fn me(Auth(principal): Auth) -> Json<serde_json::Value> {
     }))
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found("no such API path")
+/// Unknown paths under `/api` are JSON errors like every API answer; others are the
+/// dashboard's.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        ApiError::not_found("no such API path").into_response()
+    } else {
+        crate::dashboard::not_found()
+    }
 }
 
 async fn method_not_allowed() -> ApiError {
