@@ -9,6 +9,7 @@ mod environment;
 mod follow;
 mod instance;
 mod login;
+mod manual;
 mod mapping;
 mod output;
 mod project;
@@ -182,11 +183,7 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
             write_stdout(&script)
         }
         Command::Manpage => {
-            let command = <Cli as clap::CommandFactory>::command();
-            let mut page = Vec::new();
-            clap_mangen::Man::new(command)
-                .render(&mut page)
-                .map_err(|e| CliError::Local(format!("cannot render the manual page: {e}")))?;
+            let page = manual::render(<Cli as clap::CommandFactory>::command())?;
             write_stdout(&page)
         }
     }
