@@ -824,6 +824,27 @@ fn snapshots_are_verified_exported_and_imported_on_another_host() -> Result<()> 
         "{}",
         err(&refused)
     );
+    // A large upload streams past the API's JSON body limit (1 MiB) to the agent, which
+    // judges it: a zstd header over 3 MiB of junk is refused as a bad archive, not as a
+    // too-large request.
+    let big = other_dir.path().join("big.tar.zst");
+    let mut junk_bytes = vec![0x28, 0xb5, 0x2f, 0xfd];
+    junk_bytes.resize(3 * 1024 * 1024, 7);
+    std::fs::write(&big, &junk_bytes)?;
+    let big_refused = o.cli(&[
+        "snapshot",
+        "import",
+        "--environment",
+        "shop-prod",
+        "--file",
+        &big.display().to_string(),
+    ]);
+    expect_code(&big_refused, 3, "import of 3 MiB of junk");
+    assert!(
+        err(&big_refused).contains("archive") && !err(&big_refused).contains("larger than"),
+        "{}",
+        err(&big_refused)
+    );
     let after = o.cli_json(&["snapshot", "list", "--environment", "shop-prod"])?;
     assert_eq!(after["total"], 2, "{after}");
     Ok(())
