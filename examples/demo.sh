@@ -216,7 +216,7 @@ say "the second deployment, step by step"
 "$OCORE" deploy show "$second" --project shop
 
 say "roll back the second deployment (its pre-deploy snapshot and the image before it)"
-"$OCORE" deploy rollback --deployment "$second" --project shop --follow
+"$OCORE" deploy rollback --deployment "$second" --project shop --yes --follow
 
 say "what serves now"
 curl -fsS "http://127.0.0.1:$PUBLIC_PORT/" | head -5 || true

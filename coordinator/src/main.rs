@@ -10,7 +10,16 @@ use ocore::config::CoordinatorConfig;
 const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are answers, not errors; every other parse error is a usage
+            // error (64, as for bad configuration), never the 1 or 2 of a deployment.
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Server(args) => {
             init_logging();
@@ -61,10 +70,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ocore: {e}");
-                match e {
-                    CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
-                    _ => ExitCode::FAILURE,
-                }
+                ExitCode::from(CliError::exit_code(&e))
             }
         },
     }

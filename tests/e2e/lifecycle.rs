@@ -133,7 +133,14 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
         .context("snapshotId of a completed snapshot step")?;
     let listed = c.cli_json(&["snapshot", "list", "--environment", "shop-prod"])?;
     assert!(listed.to_string().contains(snapshot), "{listed}");
-    let rollback = c.cli(&["deploy", "rollback", "--deployment", &id, "--follow"]);
+    let rollback = c.cli(&[
+        "deploy",
+        "rollback",
+        "--deployment",
+        &id,
+        "--yes",
+        "--follow",
+    ]);
     assert!(
         rollback.status.success(),
         "{}\n{}",

@@ -4,6 +4,7 @@
 //! does this.
 
 mod api;
+mod cli;
 mod daemons;
 mod dashboard;
 mod https;

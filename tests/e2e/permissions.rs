@@ -108,6 +108,18 @@ fn every_route_enforces_the_access_it_documents() -> Result<()> {
         }
     }
     assert!(checked >= 40, "only {checked} operations checked");
+    // The snapshot transfer routes are among those walked (manage:environments).
+    for path in [
+        "/api/environments/{environmentId}/snapshots/{snapshotId}/export",
+        "/api/environments/{environmentId}/snapshots/{snapshotId}/verify",
+        "/api/environments/{environmentId}/snapshots/import",
+    ] {
+        let access = doc["paths"][path]
+            .as_object()
+            .and_then(|ops| ops.values().next())
+            .map(|op| op["x-ocore-access"].clone());
+        assert_eq!(access, Some(json!("manage:environments")), "{path}");
+    }
 
     // 403 does not depend on existence; 404 only for callers holding the permission.
     let ghost_viewer = project_token(&coordinator, "ghost", &["view:deployments"])?;

@@ -218,6 +218,23 @@ impl Agent for AgentService {
         snapshots::export_snapshot(self, request.into_inner()).await
     }
 
+    type VerifySnapshotStream = EventStream<v1::VerifySnapshotEvent>;
+    async fn verify_snapshot(
+        &self,
+        request: Request<v1::VerifySnapshotRequest>,
+    ) -> Result<Response<Self::VerifySnapshotStream>, Status> {
+        self.declared(&request.get_ref().instance_id)?;
+        snapshots::verify_snapshot(self, request.into_inner()).await
+    }
+
+    type ImportSnapshotStream = EventStream<v1::SnapshotEvent>;
+    async fn import_snapshot(
+        &self,
+        request: Request<tonic::Streaming<v1::ImportChunk>>,
+    ) -> Result<Response<Self::ImportSnapshotStream>, Status> {
+        snapshots::import_snapshot(self, request.into_inner()).await
+    }
+
     async fn request_certificate_renewal(
         &self,
         _request: Request<v1::RenewalRequest>,

@@ -248,31 +248,43 @@ pub(super) async fn export_snapshot(
         now_ms(),
         format.extension()
     ));
-    // The file is written completely (and verified) before the first byte is sent, so a
-    // corrupt snapshot fails the call instead of truncating the stream.
-    let exported = snapshots
-        .export(
-            &request.instance_id,
-            &request.snapshot_id,
-            format,
-            &dest,
-            &CancellationToken::new(),
-        )
-        .await
-        .map_err(|e| status(e.kind(), &e))?;
     let (tx, rx) = mpsc::channel(8);
+    // The answer starts at once (a large export takes longer than a request deadline);
+    // the file is written completely and verified before its first byte is sent, so a
+    // corrupt snapshot ends the stream with an error instead of truncating the archive.
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
+        let exported = match snapshots
+            .export(
+                &request.instance_id,
+                &request.snapshot_id,
+                format,
+                &dest,
+                &CancellationToken::new(),
+            )
+            .await
+        {
+            Ok(exported) => exported,
+            Err(e) => {
+                let _ = tx.send(Err(status(e.kind(), &e))).await;
+                return;
+            }
+        };
+        let mut total_bytes = exported.bytes;
         let result = async {
             let mut f = tokio::fs::File::open(&exported.path).await?;
             loop {
                 let mut buf = vec![0u8; EXPORT_CHUNK];
                 let n = f.read(&mut buf).await?;
-                if n == 0 {
+                if n == 0 && total_bytes == 0 {
                     return Ok(());
                 }
                 buf.truncate(n);
-                if tx.send(Ok(v1::ExportChunk { data: buf })).await.is_err() {
+                let chunk = v1::ExportChunk {
+                    data: buf,
+                    total_bytes: std::mem::take(&mut total_bytes),
+                };
+                if tx.send(Ok(chunk)).await.is_err() || n == 0 {
                     return Ok(());
                 }
             }
@@ -288,6 +300,132 @@ pub(super) async fn export_snapshot(
                 .await;
         }
         let _ = tokio::fs::remove_file(&exported.path).await;
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+pub(super) async fn verify_snapshot(
+    svc: &AgentService,
+    request: v1::VerifySnapshotRequest,
+) -> Result<Response<EventStream<v1::VerifySnapshotEvent>>, Status> {
+    check_snapshot_id(&request.snapshot_id)?;
+    let snapshots = svc.snapshots().clone();
+    let (tx, rx) = mpsc::channel(2);
+    // Reading a large snapshot back takes longer than a request deadline: the answer
+    // starts at once and its one event comes at the end.
+    tokio::spawn(async move {
+        let item = match snapshots
+            .verify(&request.instance_id, &request.snapshot_id)
+            .await
+        {
+            Ok(report) => Ok(v1::VerifySnapshotEvent {
+                seq: 1,
+                at: now_ms(),
+                kind: Some(v1::verify_snapshot_event::Kind::Verified(
+                    v1::SnapshotVerified {
+                        parts: report.parts,
+                        blobs: report.blobs,
+                        bytes: report.bytes,
+                    },
+                )),
+            }),
+            Err(e) => Err(status(e.kind(), &e)),
+        };
+        let _ = tx.send(item).await;
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+/// Receives an uploaded archive into the instance's store (`tmp/`), then imports it. The
+/// upload is written as it arrives, never held in memory.
+pub(super) async fn import_snapshot(
+    svc: &AgentService,
+    mut inbound: tonic::Streaming<v1::ImportChunk>,
+) -> Result<Response<EventStream<v1::SnapshotEvent>>, Status> {
+    use tokio::io::AsyncWriteExt;
+    let first = inbound
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("the import stream is empty"))?;
+    check_snapshot_id(&first.snapshot_id)?;
+    if svc.config.instance(&first.instance_id).is_none() {
+        return Err(Status::not_found(format!(
+            "instance {:?} is not declared in this agent's configuration",
+            super::truncate(&first.instance_id)
+        )));
+    }
+    let snapshots = svc.snapshots().clone();
+    let dir = snapshots
+        .export_dir(&first.instance_id)
+        .map_err(|e| Status::not_found(e.to_string()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Status::internal(format!("cannot create {}: {e}", dir.display())))?;
+    let upload = dir.join(format!("upload-{}-{}", first.snapshot_id, now_ms()));
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let (instance, id) = (first.instance_id.clone(), first.snapshot_id.clone());
+        let received = async {
+            let mut file = tokio::fs::File::create(&upload).await.map_err(|e| {
+                Status::internal(format!("cannot create {}: {e}", upload.display()))
+            })?;
+            let write_err = |e: std::io::Error| {
+                let message = format!("writing {}: {e}", upload.display());
+                if e.raw_os_error() == Some(28) {
+                    Status::resource_exhausted(message)
+                } else {
+                    Status::internal(message)
+                }
+            };
+            file.write_all(&first.data).await.map_err(write_err)?;
+            let mut bytes = first.data.len() as u64;
+            while let Some(chunk) = inbound.message().await? {
+                file.write_all(&chunk.data).await.map_err(write_err)?;
+                bytes += chunk.data.len() as u64;
+            }
+            file.sync_all().await.map_err(write_err)?;
+            Ok::<u64, Status>(bytes)
+        }
+        .await;
+        let bytes = match received {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&upload).await;
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let seq = std::sync::atomic::AtomicU64::new(0);
+        let event = |kind| v1::SnapshotEvent {
+            seq: seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            at: now_ms(),
+            kind: Some(kind),
+        };
+        let _ = tx
+            .send(Ok(event(v1::snapshot_event::Kind::Log(v1::LogLine {
+                step: "import".to_owned(),
+                line: format!("received {bytes} bytes"),
+            }))))
+            .await;
+        let result = snapshots
+            .import(
+                &instance,
+                &id,
+                &upload,
+                &crate::snapshot::no_progress,
+                &CancellationToken::new(),
+            )
+            .await;
+        let _ = tokio::fs::remove_file(&upload).await;
+        let item = match result {
+            Ok(meta) => Ok(event(v1::snapshot_event::Kind::Done(snapshot_to_proto(
+                &meta,
+            )))),
+            Err(e) => {
+                tracing::warn!(instance = %instance, snapshot = %id, "import failed: {e}");
+                Err(status(e.kind(), &e))
+            }
+        };
+        let _ = tx.send(item).await;
     });
     Ok(Response::new(ReceiverStream::new(rx)))
 }

@@ -20,7 +20,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::Channel;
 
 pub use connect::{describe, Client};
-pub use rpc::{DeployCommand, EventStream, RollbackCommand, SnapshotProgress, SnapshotStream};
+pub use rpc::{
+    ArchiveFormat, ByteStream, DeployCommand, EventStream, RollbackCommand, SnapshotProgress,
+    SnapshotStream, SnapshotVerification,
+};
 
 use crate::config::AgentsConfig;
 use crate::domain::now_ms;
@@ -78,6 +81,8 @@ pub enum Refusal {
     Conflict,
     Unimplemented,
     Exhausted,
+    /// A stored part failed its checksum (a corrupt snapshot).
+    Corrupt,
     Internal,
 }
 

@@ -31,6 +31,26 @@ pub enum SnapshotProgress {
 pub type SnapshotStream =
     Pin<Box<dyn Stream<Item = Result<SnapshotProgress, AgentCallError>> + Send>>;
 
+/// The bytes of an archive, as they stream from an agent.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Vec<u8>, AgentCallError>> + Send>>;
+
+/// The portable archive formats of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// `.tar.zst`: manifest, dump and filestore, for `import` on any oCore agent.
+    TarZst,
+    /// Odoo's own backup zip (`dump.sql`, `filestore/`, `manifest.json`).
+    OdooZip,
+}
+
+/// What reading a snapshot back found: every part matched its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotVerification {
+    pub parts: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
 /// What the agent needs to run a deployment.
 #[derive(Debug, Clone)]
 pub struct DeployCommand {
@@ -77,6 +97,7 @@ pub(super) fn call_error(name: &str, status: &tonic::Status) -> AgentCallError {
         Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => Refusal::Conflict,
         Code::Unimplemented => Refusal::Unimplemented,
         Code::ResourceExhausted => Refusal::Exhausted,
+        Code::DataLoss => Refusal::Corrupt,
         _ => Refusal::Internal,
     };
     AgentCallError::Refused {
@@ -455,6 +476,120 @@ impl AgentHub {
             .map_err(|s| call_error(agent, &s))?
             .into_inner();
         Ok((answer.deleted_snapshot_ids, answer.freed_bytes))
+    }
+}
+
+impl AgentHub {
+    /// Starts an export; answers once the agent has written and verified the archive, with
+    /// its size and its bytes. A missing or corrupt snapshot is an error here, before any
+    /// byte is streamed.
+    pub async fn export_snapshot(
+        &self,
+        agent: &str,
+        agent_instance_id: &str,
+        snapshot_id: &str,
+        format: ArchiveFormat,
+    ) -> Result<(u64, ByteStream), AgentCallError> {
+        let format = match format {
+            ArchiveFormat::TarZst => v1::ExportFormat::TarZst,
+            ArchiveFormat::OdooZip => v1::ExportFormat::OdooZip,
+        };
+        let mut stream = self
+            .rpc_client(agent)?
+            .export_snapshot(v1::ExportSnapshotRequest {
+                instance_id: agent_instance_id.to_owned(),
+                snapshot_id: snapshot_id.to_owned(),
+                format: format as i32,
+            })
+            .await
+            .map_err(|s| call_error(agent, &s))?
+            .into_inner();
+        let first = stream.message().await.map_err(|s| call_error(agent, &s))?;
+        let Some(first) = first else {
+            return Err(AgentCallError::Failed {
+                name: agent.to_owned(),
+                message: "the export stream ended before its first chunk".to_owned(),
+            });
+        };
+        let total = first.total_bytes;
+        let name = agent.to_owned();
+        let rest = stream.map(move |item| item.map(|c| c.data).map_err(|s| call_error(&name, &s)));
+        let head = futures_util::stream::once(async move { Ok(first.data) });
+        Ok((total, Box::pin(head.chain(rest))))
+    }
+
+    /// Reads every part of a snapshot back on the agent. A corrupt snapshot is
+    /// `Refused { reason: Corrupt }`.
+    pub async fn verify_snapshot(
+        &self,
+        agent: &str,
+        agent_instance_id: &str,
+        snapshot_id: &str,
+    ) -> Result<SnapshotVerification, AgentCallError> {
+        use v1::verify_snapshot_event::Kind;
+        let mut stream = self
+            .rpc_client(agent)?
+            .verify_snapshot(v1::VerifySnapshotRequest {
+                instance_id: agent_instance_id.to_owned(),
+                snapshot_id: snapshot_id.to_owned(),
+            })
+            .await
+            .map_err(|s| call_error(agent, &s))?
+            .into_inner();
+        while let Some(event) = stream.message().await.map_err(|s| call_error(agent, &s))? {
+            if let Some(Kind::Verified(v)) = event.kind {
+                return Ok(SnapshotVerification {
+                    parts: v.parts,
+                    blobs: v.blobs,
+                    bytes: v.bytes,
+                });
+            }
+        }
+        Err(AgentCallError::Failed {
+            name: agent.to_owned(),
+            message: "the verification stream ended without a result".to_owned(),
+        })
+    }
+
+    /// Sends an archive to the agent as snapshot `snapshot_id` of the instance and waits
+    /// for the import. `data` is forwarded as it comes (never gathered in memory); a
+    /// caller that must abort drops this future, which cancels the call, so the agent
+    /// never imports a truncated upload.
+    pub async fn import_snapshot(
+        &self,
+        agent: &str,
+        agent_instance_id: &str,
+        environment_id: &str,
+        snapshot_id: &str,
+        data: impl Stream<Item = Vec<u8>> + Send + 'static,
+    ) -> Result<Snapshot, AgentCallError> {
+        use v1::snapshot_event::Kind;
+        let head = v1::ImportChunk {
+            instance_id: agent_instance_id.to_owned(),
+            snapshot_id: snapshot_id.to_owned(),
+            data: Vec::new(),
+        };
+        let chunks = futures_util::stream::once(async move { head }).chain(data.map(|data| {
+            v1::ImportChunk {
+                data,
+                ..Default::default()
+            }
+        }));
+        let mut stream = self
+            .rpc_client(agent)?
+            .import_snapshot(chunks)
+            .await
+            .map_err(|s| call_error(agent, &s))?
+            .into_inner();
+        while let Some(event) = stream.message().await.map_err(|s| call_error(agent, &s))? {
+            if let Some(Kind::Done(s)) = event.kind {
+                return Ok(snapshot(environment_id, s));
+            }
+        }
+        Err(AgentCallError::Failed {
+            name: agent.to_owned(),
+            message: "the import stream ended without a result".to_owned(),
+        })
     }
 }
 

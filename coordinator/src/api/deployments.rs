@@ -68,6 +68,9 @@ struct DeployBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RollbackBody {
     deployment_id: String,
+    /// Answer 200 with what the rollback would restore, and queue nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// `limit` (1..=100, default 20) and `offset` (default 0) of a history page.
@@ -426,6 +429,7 @@ async fn rollback(
     // The agent is the source of truth for snapshots: when it answers, the snapshot must
     // be among its own. When it cannot answer now, the rollback is queued and the agent
     // decides when it runs it.
+    let mut known = state.store.snapshot(&target.environment_id, &snapshot_id)?;
     if let Ok(list) = state
         .hub
         .list_snapshots(
@@ -435,11 +439,14 @@ async fn rollback(
         )
         .await
     {
-        if !list.iter().any(|s| s.id == snapshot_id) {
-            return Err(no_snapshot(format!(
-                "snapshot {snapshot_id} of deployment {} no longer exists on agent {}",
-                target.id, instance.agent
-            )));
+        match list.into_iter().find(|s| s.id == snapshot_id) {
+            Some(s) => known = Some(s),
+            None => {
+                return Err(no_snapshot(format!(
+                    "snapshot {snapshot_id} of deployment {} no longer exists on agent {}",
+                    target.id, instance.agent
+                )))
+            }
         }
     }
     // The image to return to is the one that served before the target deployment.
@@ -458,6 +465,32 @@ async fn rollback(
                 target.instance_id, target.id
             ))
         })?;
+    if body.dry_run {
+        let snapshot = known
+            .as_ref()
+            .map(super::snapshots::view)
+            .unwrap_or_else(|| json!({"id": snapshot_id}));
+        return Ok((
+            StatusCode::OK,
+            Json(json!({
+                "dryRun": true,
+                "deploymentId": target.id,
+                "projectId": target.project_id,
+                "environmentId": target.environment_id,
+                "instanceId": target.instance_id,
+                "snapshot": snapshot,
+                "returnsTo": {
+                    "deploymentId": previous.id,
+                    "imageRef": previous.image_ref,
+                    "commitSha": previous.commit_sha,
+                    "commitMessage": previous.commit_message,
+                    "branch": previous.branch,
+                    "tag": previous.tag,
+                    "finishedAt": previous.finished_at.map(rfc3339_ms),
+                },
+            })),
+        ));
+    }
     let reference = GitRef {
         branch: previous.branch.clone(),
         commit_sha: previous.commit_sha.clone(),

@@ -10,6 +10,7 @@ mod instances;
 mod metrics;
 pub mod openapi;
 mod projects;
+mod snapshot_transfer;
 mod snapshots;
 pub mod tokens;
 
@@ -94,6 +95,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(deployments::endpoints());
     all.extend(events::endpoints());
     all.extend(snapshots::endpoints());
+    all.extend(snapshot_transfer::endpoints());
     all
 }
 
@@ -190,6 +192,9 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
+    pub fn conflict_code(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -260,6 +265,7 @@ impl From<AgentCallError> for ApiError {
                     "agent_not_implemented",
                     message,
                 ),
+                Refusal::Corrupt => ApiError::conflict_code("snapshot_corrupt", message),
                 Refusal::Internal => ApiError::new(StatusCode::BAD_GATEWAY, "agent_error", message),
             },
         }

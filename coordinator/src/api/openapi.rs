@@ -93,6 +93,9 @@ const OPS: &[Op] = &[
     op("delete", "/api/environments/{environmentId}/snapshots/{snapshotId}", "Delete a snapshot", ENVS, None, 200, Some("SnapshotDeleted"), &[]),
     op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/pin", "Pin a snapshot (retention never deletes it)", ENVS, None, 200, Some("Snapshot"), &[]),
     op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/unpin", "Unpin a snapshot", ENVS, None, 200, Some("Snapshot"), &[]),
+    op("get", "/api/environments/{environmentId}/snapshots/{snapshotId}/export", "Download a snapshot as one archive (streamed; Content-Length set)", ENVS, None, 200, None, &[("format", "tar.zst (default: manifest, dump and filestore, for import) or odoo-zip (Odoo's backup zip)")]),
+    op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/verify", "Read every stored part of a snapshot back and check it against its manifest", ENVS, None, 200, Some("SnapshotVerification"), &[]),
+    op("post", "/api/environments/{environmentId}/snapshots/import", "Import an archive (the body: a tar.zst export or an Odoo backup zip, streamed) as a new snapshot", ENVS, Some("SnapshotArchive"), 201, Some("Snapshot"), &[]),
     op("get", "/api/instances", "List instances", Token, None, 200, Some("InstanceList"), &[("projectId", "only this project's"), ("environmentId", "only this environment's")]),
     op("post", "/api/instances", "Bind an instance declared on an agent to an environment", Admin, Some("InstanceCreate"), 201, Some("Instance"), &[]),
     op("get", "/api/instances/{instanceId}", "Show an instance and its active colour", Token, None, 200, Some("Instance"), &[]),
@@ -103,7 +106,7 @@ const OPS: &[Op] = &[
     op("get", "/api/projects/{projectId}/deployments/{deploymentId}", "A deployment with its steps and the instance's active colour", VIEW, None, 200, Some("Deployment"), &[]),
     op("get", "/api/projects/{projectId}/deployments/{deploymentId}/events", "Server-Sent Events of the deployment (id = seq; resumable with Last-Event-ID); ends after the finished event", VIEW, None, 200, None, &[("lastEventId", "resume after this seq (the Last-Event-ID header wins)")]),
     op("post", "/api/projects/{projectId}/deployments/{deploymentId}/cancel", "Cancel a queued (200) or running (202) deployment", DEPLOY, None, 200, Some("DeploymentSummary"), &[]),
-    op("post", "/api/projects/{projectId}/rollback", "Queue a rollback to a deployment's pre-deploy snapshot and the image before it", ENVS, Some("RollbackRequest"), 202, Some("DeploymentSummary"), &[]),
+    op("post", "/api/projects/{projectId}/rollback", "Queue a rollback to a deployment's pre-deploy snapshot and the image before it (dryRun: 200 with what it would restore)", ENVS, Some("RollbackRequest"), 202, Some("DeploymentSummary"), &[]),
     op("get", "/api/deployments/{deploymentId}", "Find a deployment by id alone", VIEW, None, 200, Some("Deployment"), &[]),
 ];
 
@@ -202,7 +205,8 @@ fn schemas() -> Value {
             "description": "At least one of branch, commitSha and tag.",
             "properties": {"branch": {"type": "string"}, "commitSha": {"type": "string", "pattern": "^[0-9a-fA-F]{4,40}$"}, "tag": {"type": "string"}, "instanceId": {"type": "string"}},
         },
-        "RollbackRequest": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}})),
+        "RollbackRequest": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}, "dryRun": {"type": "boolean", "description": "answer 200 with a RollbackPlan and queue nothing"}})),
+        "RollbackPlan": obj(&["dryRun", "deploymentId", "snapshot", "returnsTo"], json!({"dryRun": {"const": true}, "deploymentId": {"type": "string"}, "projectId": {"type": "string"}, "environmentId": {"type": "string"}, "instanceId": {"type": "string"}, "snapshot": schema_ref("Snapshot"), "returnsTo": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}, "imageRef": nullable("string"), "commitSha": nullable("string"), "commitMessage": nullable("string"), "branch": nullable("string"), "tag": nullable("string"), "finishedAt": time()}))})),
         "Step": obj(&["name", "status", "output"], json!({"name": {"type": "string"}, "status": {"enum": ["pending", "running", "completed", "failed", "skipped"]}, "output": {"type": "string"}, "durationMs": nullable("integer"), "startedAt": time(), "completedAt": time()})),
         "DeploymentSummary": obj(&["id", "projectId", "status", "triggerType", "createdAt"], deployment_summary),
         "Deployment": obj(&["id", "projectId", "status", "triggerType", "steps"], deployment),
@@ -216,6 +220,8 @@ fn schemas() -> Value {
         "Snapshot": obj(&["id", "environmentId", "kind", "state", "pinned"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "kind": {"enum": ["pre-deploy", "manual", "scheduled"]}, "state": {"enum": ["creating", "ready", "failed", "deleted"]}, "pinned": {"type": "boolean"}, "sizeBytes": {"type": "integer"}, "createdAt": {"type": "string"}, "deploymentId": nullable("string"), "commitSha": nullable("string"), "error": nullable("string")})),
         "SnapshotList": obj(&["total", "snapshots", "source"], json!({"environmentId": {"type": "string"}, "total": {"type": "integer"}, "snapshots": {"type": "array", "items": schema_ref("Snapshot")}, "source": {"enum": ["agent", "cache"]}, "agentError": nullable("string")})),
         "SnapshotEstimate": obj(&["estimatedBytes"], json!({"databaseBytes": {"type": "integer"}, "newFilestoreBytes": {"type": "integer"}, "compressionRatio": {"type": "number"}, "estimatedBytes": {"type": "integer"}, "freeDiskBytes": {"type": "integer"}})),
+        "SnapshotVerification": obj(&["id", "verified"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "verified": {"type": "boolean"}, "parts": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "problem": nullable("string")})),
+        "SnapshotArchive": {"type": "string", "contentMediaType": "application/octet-stream", "description": "the archive's bytes"},
         "SnapshotDeleted": obj(&["id", "freedBytes"], json!({"id": {"type": "string"}, "deleted": {"type": "boolean"}, "freedBytes": {"type": "integer"}})),
     })
 }
@@ -239,6 +245,9 @@ fn operation(o: &Op) -> Value {
         (_, true, _) => {
             json!({"description": "text/event-stream of DeployEvent", "content": {"text/event-stream": {"schema": schema_ref("DeployEvent")}}})
         }
+        (_, _, p) if p.ends_with("/export") => {
+            json!({"description": "the archive", "content": {"application/zstd": {"schema": {"type": "string", "contentMediaType": "application/zstd"}}, "application/zip": {"schema": {"type": "string", "contentMediaType": "application/zip"}}}})
+        }
         (_, _, "/metrics") => {
             json!({"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
@@ -248,6 +257,9 @@ fn operation(o: &Op) -> Value {
         (None, _, _) => json!({"description": "success"}),
     };
     responses.insert(o.status.to_string(), ok);
+    if o.path.ends_with("/rollback") {
+        responses.insert("200".into(), json!({"description": "dryRun: what the rollback would restore; nothing is queued", "content": {"application/json": {"schema": schema_ref("RollbackPlan")}}}));
+    }
     if o.path.ends_with("/cancel") {
         responses.insert("202".into(), json!({"description": "cancel sent to the agent; the deployment ends with its next events", "content": {"application/json": {"schema": schema_ref("DeploymentSummary")}}}));
     }
@@ -282,7 +294,10 @@ fn operation(o: &Op) -> Value {
         "parameters": params,
         "security": security,
         "x-ocore-access": access,
-        "requestBody": o.body.map(|b| json!({"required": true, "content": {"application/json": {"schema": schema_ref(b)}}})),
+        "requestBody": o.body.map(|b| {
+            let media = if b == "SnapshotArchive" { "application/octet-stream" } else { "application/json" };
+            json!({"required": true, "content": {media: {"schema": schema_ref(b)}}})
+        }),
         "responses": responses,
     })
 }

@@ -74,7 +74,7 @@ pub fn view(s: &Snapshot) -> Value {
 }
 
 /// The environment (checked for `manage:environments`) and the instance serving it.
-fn target(
+pub(super) fn target(
     state: &SharedState,
     principal: &Principal,
     id: &str,

@@ -11,6 +11,7 @@ use super::{CliError, Format};
 #[derive(Subcommand)]
 pub enum AgentCommand {
     /// Register an agent and print its one-time enrolment token.
+    #[command(visible_alias = "create")]
     Add {
         /// Agent name (lower-case letters, digits, '-'), e.g. the host name.
         name: String,
@@ -22,29 +23,44 @@ pub enum AgentCommand {
         token_ttl: Option<u64>,
     },
     /// List agents with their connection status.
+    #[command(visible_alias = "ls")]
     List,
     /// Show one agent.
-    Show { name: String },
+    Show {
+        /// Agent name.
+        name: String,
+    },
     /// Ask the agent for its live information over mutual TLS.
-    Ping { name: String },
+    Ping {
+        /// Agent name.
+        name: String,
+    },
     /// Change the address the coordinator uses to reach an agent.
     SetAddress {
+        /// Agent name.
         name: String,
+        /// Where the coordinator reaches the agent's gRPC listener, HOST:PORT.
         #[arg(long)]
         address: String,
     },
     /// Issue a new enrolment token (to re-enrol or after the first one expired).
     Token {
+        /// Agent name.
         name: String,
+        /// Lifetime of the enrolment token in seconds (default from the coordinator, 1 h).
         #[arg(long)]
         token_ttl: Option<u64>,
     },
     /// Remove an agent: its certificate is refused from then on.
-    Remove { name: String },
+    #[command(visible_alias = "delete")]
+    Remove {
+        /// Agent name.
+        name: String,
+    },
 }
 
 fn path(name: &str) -> String {
-    format!("/api/agents/{name}")
+    format!("/api/agents/{}", super::mapping::encode(name))
 }
 
 pub fn run(client: &ApiClient, cmd: AgentCommand, format: Format) -> Result<(), CliError> {

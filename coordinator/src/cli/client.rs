@@ -7,6 +7,24 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Exit codes of the client commands (documented in `ocore --help`).
+pub mod exit {
+    /// What the command watched failed: a deployment, rollback, snapshot or verification.
+    pub const FAILED: u8 = 1;
+    /// The deployment (or rollback) followed was cancelled.
+    pub const CANCELLED: u8 = 2;
+    /// The coordinator answered with an error (refused, not found, conflict, ...).
+    pub const API: u8 = 3;
+    /// The coordinator could not be reached.
+    pub const NETWORK: u8 = 4;
+    /// A local problem: a file could not be read or written.
+    pub const LOCAL: u8 = 5;
+    /// Bad flags or arguments, no URL or token, or a confirmation that cannot be asked.
+    pub const USAGE: u8 = 64;
+    /// Ctrl-C while following: only the following stopped, the deployment goes on.
+    pub const INTERRUPTED: u8 = 130;
+}
+
 /// A failure the CLI reports and exits non-zero on.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -17,7 +35,7 @@ pub enum CliError {
         code: String,
         message: String,
     },
-    #[error("cannot reach the coordinator at {url}: {message}")]
+    #[error("cannot reach the coordinator at {url}: {message} (is `ocore server` running there? check --url / OCORE_URL)")]
     Network { url: String, message: String },
     #[error("{0}")]
     Usage(String),
@@ -26,6 +44,47 @@ pub enum CliError {
     /// The command worked, and what it watched ended badly (a failed deployment).
     #[error("{0}")]
     Outcome(String),
+    /// The deployment followed was cancelled.
+    #[error("{0}")]
+    Cancelled(String),
+    /// The user stopped following with Ctrl-C.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Api { .. } => exit::API,
+            CliError::Network { .. } => exit::NETWORK,
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Local(_) => exit::LOCAL,
+            CliError::Outcome(_) => exit::FAILED,
+            CliError::Cancelled(_) => exit::CANCELLED,
+            CliError::Interrupted(_) => exit::INTERRUPTED,
+        }
+    }
+}
+
+/// The API's error message, with what to do about it when the status says.
+fn explain(status: u16, code: &str, message: &str, has_token: bool) -> String {
+    match (status, code) {
+        (401, _) if !has_token => format!(
+            "{message}: pass --token, set OCORE_TOKEN, or run `ocore login --url URL --token TOKEN`"
+        ),
+        (401, _) => format!(
+            "the coordinator refused the token ({message}): check OCORE_TOKEN / --token, or run `ocore login` again"
+        ),
+        (403, _) if message.contains("needs an admin token") => {
+            format!("{message}: use an admin token (`ocore token create --admin`)")
+        }
+        (403, _) => format!("{message}: ask an admin for a token with it"),
+        (502, "agent_unreachable") => {
+            format!("{message}: check that the agent runs and `ocore agent list` shows it connected")
+        }
+        (500..=599, _) => format!("the coordinator failed: {message} (see its log)"),
+        _ => message.to_owned(),
+    }
 }
 
 /// Where the CLI keeps `ocore login` settings.
@@ -42,6 +101,9 @@ pub fn login_file() -> Option<PathBuf> {
 pub struct LoginFile {
     pub url: Option<String>,
     pub token: Option<String>,
+    /// PEM CA certificate(s) for an https:// coordinator with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl LoginFile {
@@ -61,12 +123,15 @@ impl LoginFile {
     }
 }
 
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
     /// Without an overall deadline, for event streams (the server sends keep-alives).
     streaming: ureq::Agent,
+    /// Without an overall deadline, for archive downloads and uploads.
+    transfer: ureq::Agent,
 }
 
 /// One Server-Sent Event as received.
@@ -111,7 +176,14 @@ impl ApiClient {
         token: Option<String>,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, CliError> {
-        let saved = LoginFile::read()?;
+        // A broken login file must not stop a command that names URL and token itself
+        // (such as `ocore login`, which replaces the file).
+        let saved = match LoginFile::read() {
+            Ok(saved) => saved,
+            Err(_) if url.is_some() && token.is_some() => LoginFile::default(),
+            Err(e) => return Err(e),
+        };
+        let ca_file = ca_file.map(std::path::Path::to_path_buf).or(saved.ca_file);
         let base = url.or(saved.url).ok_or_else(|| {
             CliError::Usage(
                 "no coordinator URL: pass --url, set OCORE_URL, or run `ocore login`".to_owned(),
@@ -123,7 +195,7 @@ impl ApiClient {
                 "coordinator URL {base:?} must start with http:// or https://"
             )));
         }
-        let tls = tls_config(ca_file)?;
+        let tls = tls_config(ca_file.as_deref())?;
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -134,12 +206,23 @@ impl ApiClient {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             // Keep-alive comments arrive every 15 s; a silent minute means a dead link.
-            .timeout_recv_body(Some(Duration::from_secs(60)))
+            // (A per-read limit: `timeout_recv_body` would bound the whole stream.)
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .tls_config(tls.clone())
+            .build()
+            .into();
+        let transfer = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(15)))
+            // The agent writes and verifies a whole archive before its first byte; an
+            // import answers once every part is stored.
+            .timeout_per_read(Some(Duration::from_secs(3600)))
             .tls_config(tls)
             .build()
             .into();
         Ok(Self {
             streaming,
+            transfer,
             base,
             // An empty OCORE_TOKEN means "no token", not an empty bearer.
             token: token.filter(|t| !t.trim().is_empty()).or(saved.token),
@@ -200,18 +283,7 @@ impl ApiClient {
         if !(200..300).contains(&status) {
             let mut response = response;
             let text = response.body_mut().read_to_string().unwrap_or_default();
-            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(CliError::Api {
-                status,
-                code: value["error"]["code"]
-                    .as_str()
-                    .unwrap_or("error")
-                    .to_owned(),
-                message: value["error"]["message"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| format!("HTTP {status} from {url}")),
-            });
+            return Err(self.api_error(status, &url, &text));
         }
         let reader = std::io::BufReader::new(response.into_body().into_reader());
         let mut current = SseEvent::default();
@@ -282,29 +354,170 @@ impl ApiClient {
         let mut response = response.map_err(network)?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().map_err(network)?;
-        let value: Value = if text.trim().is_empty() {
+        if !(200..300).contains(&status) {
+            return Err(self.api_error(status, &url, &text));
+        }
+        Ok(if text.trim().is_empty() {
             Value::Null
         } else {
             serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        if (200..300).contains(&status) {
-            return Ok(value);
-        }
+        })
+    }
+
+    /// The one-line error of a non-2xx answer.
+    fn api_error(&self, status: u16, url: &str, text: &str) -> CliError {
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
         let code = value["error"]["code"]
             .as_str()
             .unwrap_or("error")
             .to_owned();
-        let mut message = value["error"]["message"]
+        let message = value["error"]["message"]
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| format!("HTTP {status} from {url}"));
-        if status == 401 && self.token.is_none() {
-            message.push_str(" (pass --token, set OCORE_TOKEN, or run `ocore login`)");
-        }
-        Err(CliError::Api {
+        CliError::Api {
             status,
+            message: explain(status, &code, &message, self.token.is_some()),
             code,
+        }
+    }
+
+    /// Downloads `path` into `sink`, calling `progress(done, total)` as bytes arrive.
+    /// Returns the bytes written.
+    pub fn download(
+        &self,
+        path: &str,
+        sink: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<u64, CliError> {
+        use std::io::Read;
+        let url = format!("{}{path}", self.base);
+        let network = |message: String| CliError::Network {
+            url: self.base.clone(),
             message,
-        })
+        };
+        let mut req = self.transfer.get(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = req.call().map_err(|e| network(e.to_string()))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            return Err(self.api_error(status, &url, &text));
+        }
+        let total = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut reader = response.into_body().into_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut done = 0u64;
+        progress(0, total);
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| network(format!("the download broke off after {done} bytes: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            sink.write_all(&buf[..n])
+                .map_err(|e| CliError::Local(format!("cannot write the archive: {e}")))?;
+            done += n as u64;
+            progress(done, total);
+        }
+        if let Some(total) = total.filter(|t| *t != done) {
+            return Err(network(format!(
+                "the download ended after {done} of {total} bytes"
+            )));
+        }
+        Ok(done)
+    }
+
+    /// POSTs `body` (of `len` bytes) to `path` as application/octet-stream and returns
+    /// the JSON answer.
+    pub fn upload(
+        &self,
+        path: &str,
+        body: &mut dyn std::io::Read,
+        len: u64,
+    ) -> Result<Value, CliError> {
+        let url = format!("{}{path}", self.base);
+        let network = |e: ureq::Error| CliError::Network {
+            url: self.base.clone(),
+            message: e.to_string(),
+        };
+        let mut req = self
+            .transfer
+            .post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Length", len.to_string());
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let mut response = req
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(network)?;
+        if !(200..300).contains(&status) {
+            return Err(self.api_error(status, &url, &text));
+        }
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_errors_say_what_to_do() {
+        let m = explain(
+            403,
+            "forbidden",
+            "this token lacks manage:deployments on project shop",
+            true,
+        );
+        assert_eq!(
+            m,
+            "this token lacks manage:deployments on project shop: ask an admin for a token with it"
+        );
+        assert!(explain(401, "unauthorized", "invalid token", true).contains("ocore login"));
+        assert!(explain(401, "unauthorized", "missing token", false).contains("OCORE_TOKEN"));
+        assert!(
+            explain(502, "agent_unreachable", "agent web1 is unreachable", true)
+                .contains("ocore agent list")
+        );
+        assert_eq!(
+            explain(404, "not_found", "project shop not found", true),
+            "project shop not found"
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let all = [
+            CliError::Api {
+                status: 400,
+                code: String::new(),
+                message: String::new(),
+            }
+            .exit_code(),
+            CliError::Network {
+                url: String::new(),
+                message: String::new(),
+            }
+            .exit_code(),
+            CliError::Usage(String::new()).exit_code(),
+            CliError::Local(String::new()).exit_code(),
+            CliError::Outcome(String::new()).exit_code(),
+            CliError::Cancelled(String::new()).exit_code(),
+            CliError::Interrupted(String::new()).exit_code(),
+        ];
+        let unique: std::collections::BTreeSet<u8> = all.iter().copied().collect();
+        assert_eq!(unique.len(), all.len());
+        assert!(!all.contains(&0));
     }
 }

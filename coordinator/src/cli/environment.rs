@@ -14,6 +14,7 @@ pub enum EnvironmentCommand {
     Create {
         /// Environment id, e.g. shop-prod.
         id: String,
+        /// The project (id).
         #[arg(long)]
         project: String,
         /// Display name, e.g. "production" (defaults to the id).
@@ -27,25 +28,37 @@ pub enum EnvironmentCommand {
         keep_days: Option<u32>,
     },
     /// List environments.
+    #[command(visible_alias = "ls")]
     List {
+        /// The project (id).
         #[arg(long)]
         project: Option<String>,
     },
     /// Show one environment.
-    Show { id: String },
+    Show {
+        /// Environment id.
+        id: String,
+    },
     /// Rename an environment.
     Update {
+        /// Environment id.
         id: String,
         #[arg(long)]
         name: String,
     },
     /// Delete an environment without instance or branch mapping.
-    Delete { id: String },
+    Delete {
+        /// Environment id.
+        id: String,
+    },
     /// Show the snapshot retention settings, or change them with --keep-last/--keep-days.
     Settings {
+        /// Environment id.
         id: String,
+        /// Keep at most this many unpinned snapshots (0: no limit).
         #[arg(long)]
         keep_last: Option<u32>,
+        /// Delete unpinned snapshots older than this many days (0: no limit).
         #[arg(long)]
         keep_days: Option<u32>,
     },
@@ -122,12 +135,19 @@ pub fn run(client: &ApiClient, cmd: EnvironmentCommand, format: Format) -> Resul
             }
             answer
         }
-        EnvironmentCommand::Show { id } => client.get(&format!("/api/environments/{id}"))?,
-        EnvironmentCommand::Update { id, name } => {
-            client.patch(&format!("/api/environments/{id}"), &json!({"name": name}))?
-        }
+        EnvironmentCommand::Show { id } => client.get(&format!(
+            "/api/environments/{}",
+            super::mapping::encode(&id)
+        ))?,
+        EnvironmentCommand::Update { id, name } => client.patch(
+            &format!("/api/environments/{}", super::mapping::encode(&id)),
+            &json!({"name": name}),
+        )?,
         EnvironmentCommand::Delete { id } => {
-            client.delete(&format!("/api/environments/{id}"))?;
+            client.delete(&format!(
+                "/api/environments/{}",
+                super::mapping::encode(&id)
+            ))?;
             let answer = json!({"deleted": id});
             match format {
                 Format::Json => output::json(&answer),
@@ -140,7 +160,10 @@ pub fn run(client: &ApiClient, cmd: EnvironmentCommand, format: Format) -> Resul
             keep_last,
             keep_days,
         } => {
-            let path = format!("/api/environments/{id}/snapshot-settings");
+            let path = format!(
+                "/api/environments/{}/snapshot-settings",
+                super::mapping::encode(&id)
+            );
             let answer = if keep_last.is_none() && keep_days.is_none() {
                 client.get(&path)?
             } else {

@@ -14,6 +14,7 @@ pub enum InstanceCommand {
     Create {
         /// Instance id, e.g. shop-prod.
         id: String,
+        /// The environment (id).
         #[arg(long)]
         environment: String,
         /// The agent holding it.
@@ -24,24 +25,36 @@ pub enum InstanceCommand {
         agent_instance: String,
     },
     /// List instances.
+    #[command(visible_alias = "ls")]
     List {
+        /// The project (id).
         #[arg(long)]
         project: Option<String>,
+        /// The environment (id).
         #[arg(long)]
         environment: Option<String>,
     },
     /// Show one instance.
-    Show { id: String },
+    Show {
+        /// Instance id.
+        id: String,
+    },
     /// Bind an instance to another agent or agent instance.
     Update {
+        /// Instance id.
         id: String,
+        /// The agent holding the instance.
         #[arg(long)]
         agent: Option<String>,
+        /// The instance id as declared in that agent's agent.toml.
         #[arg(long)]
         agent_instance: Option<String>,
     },
     /// Delete an instance without queued or running deployments.
-    Delete { id: String },
+    Delete {
+        /// Instance id.
+        id: String,
+    },
 }
 
 fn print(i: &Value) {
@@ -101,7 +114,7 @@ pub fn run(client: &ApiClient, cmd: InstanceCommand, format: Format) -> Result<(
             }
             answer
         }
-        InstanceCommand::Show { id } => client.get(&format!("/api/instances/{id}"))?,
+        InstanceCommand::Show { id } => client.get(&format!("/api/instances/{}", super::mapping::encode(&id)))?,
         InstanceCommand::Update {
             id,
             agent,
@@ -114,10 +127,10 @@ pub fn run(client: &ApiClient, cmd: InstanceCommand, format: Format) -> Result<(
             if let Some(a) = agent_instance {
                 body.insert("agentInstanceId".into(), json!(a));
             }
-            client.patch(&format!("/api/instances/{id}"), &Value::Object(body))?
+            client.patch(&format!("/api/instances/{}", super::mapping::encode(&id)), &Value::Object(body))?
         }
         InstanceCommand::Delete { id } => {
-            client.delete(&format!("/api/instances/{id}"))?;
+            client.delete(&format!("/api/instances/{}", super::mapping::encode(&id)))?;
             match format {
                 Format::Json => output::json(&json!({"deleted": id})),
                 Format::Text => println!("instance {id} deleted"),

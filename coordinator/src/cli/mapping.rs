@@ -10,23 +10,32 @@ use super::{CliError, Format};
 #[derive(Subcommand)]
 pub enum MappingCommand {
     /// Map a branch to an environment of the project (replaces an earlier mapping).
+    #[command(visible_alias = "create")]
     Set {
+        /// The project (id).
         #[arg(long)]
         project: String,
+        /// Branch name, e.g. main or feature/x.
         #[arg(long)]
         branch: String,
+        /// The environment (id).
         #[arg(long)]
         environment: String,
     },
     /// List a project's branch mappings.
+    #[command(visible_alias = "ls")]
     List {
+        /// The project (id).
         #[arg(long)]
         project: String,
     },
     /// Remove a branch mapping.
+    #[command(visible_alias = "delete")]
     Remove {
+        /// The project (id).
         #[arg(long)]
         project: String,
+        /// Branch name, e.g. main or feature/x.
         #[arg(long)]
         branch: String,
     },
@@ -67,7 +76,10 @@ pub fn run(client: &ApiClient, cmd: MappingCommand, format: Format) -> Result<()
             }
         }
         MappingCommand::List { project } => {
-            let answer = client.get(&format!("/api/projects/{project}/branch-mappings"))?;
+            let answer = client.get(&format!(
+                "/api/projects/{}/branch-mappings",
+                super::mapping::encode(&project)
+            ))?;
             match format {
                 Format::Json => output::json(&answer),
                 Format::Text => {

@@ -6,12 +6,17 @@ mod ca;
 pub mod client;
 mod deploy;
 mod environment;
+mod follow;
 mod instance;
 mod login;
+mod manual;
 mod mapping;
 mod output;
 mod project;
+mod rollback;
 mod snapshot;
+mod snapshot_transfer;
+mod term;
 mod token;
 
 use std::path::PathBuf;
@@ -33,6 +38,7 @@ use crate::config::DEFAULT_CONFIG_PATH;
                   blue-green container swaps behind nginx, module updates, and pre-deploy \
                   snapshots for rollback.\n\n`ocore server` runs the coordinator; the other \
                   commands talk to it (set OCORE_URL and OCORE_TOKEN, or run `ocore login`).",
+    after_long_help = EXIT_CODES,
     propagate_version = true
 )]
 pub struct Cli {
@@ -42,20 +48,53 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Shown by `ocore --help` and in the manual page.
+const EXIT_CODES: &str = "Output:\n  \
+  --output json prints the API's own JSON (the shapes of GET /api/openapi.json), one document \
+  per command; with --follow, one event per line (the data of each Server-Sent Event). Human \
+  output has colour and spinners only on a terminal, and no colour when NO_COLOR is set.\n\n\
+Exit codes:\n  \
+  0    success (with --follow: the deployment succeeded)\n  \
+  1    the deployment, rollback, snapshot or verification failed (or a prompt was declined)\n  \
+  2    the deployment followed was cancelled\n  \
+  3    the coordinator refused the request (bad input, permission, not found, conflict)\n  \
+  4    the coordinator could not be reached\n  \
+  5    a local file could not be read or written\n  \
+  64   usage error: bad flags, no URL or token, a confirmation that cannot be asked\n  \
+  130  Ctrl-C while following: the deployment goes on";
+
 #[derive(Args)]
 pub struct Global {
-    /// Coordinator URL, e.g. https://ocore.example.com
-    #[arg(long, global = true, env = "OCORE_URL")]
+    /// Coordinator URL, e.g. https://ocore.example.com (saved by `ocore login`).
+    #[arg(long, global = true, env = "OCORE_URL", help_heading = "Connection")]
     pub url: Option<String>,
     /// API token (prefer the environment variable or `ocore login` over this flag).
-    #[arg(long, global = true, env = "OCORE_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "OCORE_TOKEN",
+        hide_env_values = true,
+        help_heading = "Connection"
+    )]
     pub token: Option<String>,
     /// Trust only the CA certificate(s) in this PEM file for an https:// coordinator
     /// (for a coordinator whose certificate comes from a private CA).
-    #[arg(long, global = true, env = "OCORE_CA_FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "OCORE_CA_FILE",
+        help_heading = "Connection"
+    )]
     pub ca_file: Option<PathBuf>,
-    /// Output format of read commands.
-    #[arg(long, short, global = true, value_enum, default_value_t = Format::Text)]
+    /// Output of read commands: text for people, json (the API's JSON) for scripts.
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_enum,
+        default_value_t = Format::Text,
+        help_heading = "Connection"
+    )]
     pub output: Format,
 }
 
@@ -69,7 +108,7 @@ pub enum Command {
     /// Register, list, inspect and remove agents.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
-    /// Create, list and revoke API tokens.
+    /// Create, list, show and revoke (delete) API tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
     /// Create, list, show, change and delete projects.
@@ -81,16 +120,18 @@ pub enum Command {
     /// Bind instances declared on agents to environments.
     #[command(subcommand)]
     Instance(instance::InstanceCommand),
-    /// Map branches to environments.
+    /// Map branches to environments: set (create), list, remove (delete).
     #[command(subcommand)]
     Mapping(mapping::MappingCommand),
-    /// Deploy (`ocore deploy --project P --branch main --follow`), list, show, follow,
-    /// cancel and roll back deployments.
+    /// Deploy (`ocore deploy --project P --branch main --follow`); list, show, logs,
+    /// follow, cancel and roll back deployments.
     Deploy(deploy::DeployArgs),
-    /// List, take, pin, unpin, delete and estimate an environment's snapshots.
+    /// List, take, pin, unpin, delete, estimate, verify, export and import an
+    /// environment's snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
-    /// Save the coordinator URL and token for later commands (file mode 0600).
+    /// Check a coordinator URL and token and save them for later commands
+    /// (`ocore login --url URL --token TOKEN`; file mode 0600).
     Login(login::LoginArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
@@ -142,11 +183,7 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
             write_stdout(&script)
         }
         Command::Manpage => {
-            let command = <Cli as clap::CommandFactory>::command();
-            let mut page = Vec::new();
-            clap_mangen::Man::new(command)
-                .render(&mut page)
-                .map_err(|e| CliError::Local(format!("cannot render the manual page: {e}")))?;
+            let page = manual::render(<Cli as clap::CommandFactory>::command())?;
             write_stdout(&page)
         }
     }

@@ -1,4 +1,5 @@
-//! How the CLI prints: JSON for scripts (`--output json`), aligned tables for people.
+//! How the CLI prints: JSON for scripts (`--output json`: the API's own JSON, pretty
+//! printed), aligned tables for people (status columns coloured on a terminal).
 
 use clap::ValueEnum;
 use serde_json::Value;
@@ -16,8 +17,10 @@ pub fn json(value: &Value) {
     );
 }
 
-/// Prints rows under a header with columns padded to the widest cell.
+/// Prints rows under a header with columns padded to the widest cell; cells whose text
+/// is a known status are coloured when stdout is a terminal.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let style = super::term::Style::stdout();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -26,17 +29,23 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: Vec<String>| {
+    let line = |cells: Vec<String>, colour: bool| {
         let parts: Vec<String> = cells
             .iter()
             .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0)))
+            .map(|(i, c)| {
+                let padded = format!("{c:<width$}", width = widths.get(i).copied().unwrap_or(0));
+                match super::term::status_color(c) {
+                    Some(color) if colour => style.paint(color, &padded),
+                    _ => padded,
+                }
+            })
             .collect();
         println!("{}", parts.join("  ").trim_end());
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    line(header.iter().map(|h| h.to_string()).collect(), false);
     for row in rows {
-        line(row.clone());
+        line(row.clone(), true);
     }
 }
 

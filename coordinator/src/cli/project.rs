@@ -25,11 +25,16 @@ pub enum ProjectCommand {
         addons_path: String,
     },
     /// List projects.
+    #[command(visible_alias = "ls")]
     List,
     /// Show one project.
-    Show { id: String },
+    Show {
+        /// Project id.
+        id: String,
+    },
     /// Change a project's name, repository or addons folder.
     Update {
+        /// Project id.
         id: String,
         #[arg(long)]
         name: Option<String>,
@@ -39,7 +44,10 @@ pub enum ProjectCommand {
         addons_path: Option<String>,
     },
     /// Delete a project that has no environments left.
-    Delete { id: String },
+    Delete {
+        /// Project id.
+        id: String,
+    },
 }
 
 fn print(p: &Value) {
@@ -75,7 +83,7 @@ pub fn run(client: &ApiClient, cmd: ProjectCommand, format: Format) -> Result<()
             }
             answer
         }
-        ProjectCommand::Show { id } => client.get(&format!("/api/projects/{id}"))?,
+        ProjectCommand::Show { id } => client.get(&format!("/api/projects/{}", super::mapping::encode(&id)))?,
         ProjectCommand::Update {
             id,
             name,
@@ -92,10 +100,10 @@ pub fn run(client: &ApiClient, cmd: ProjectCommand, format: Format) -> Result<()
             if let Some(v) = addons_path {
                 body.insert("addonsSubpath".into(), json!(v));
             }
-            client.patch(&format!("/api/projects/{id}"), &Value::Object(body))?
+            client.patch(&format!("/api/projects/{}", super::mapping::encode(&id)), &Value::Object(body))?
         }
         ProjectCommand::Delete { id } => {
-            client.delete(&format!("/api/projects/{id}"))?;
+            client.delete(&format!("/api/projects/{}", super::mapping::encode(&id)))?;
             json!({"deleted": id})
         }
     };

@@ -1,60 +1,111 @@
 //! `ocore snapshot …`: an environment's snapshots, through the agent holding it: list,
-//! take by hand, show, pin, unpin, delete and estimate. Retention is
+//! take by hand, show, pin, unpin, delete, estimate and verify; export and import
+//! (`snapshot_transfer.rs`) move them between hosts. Retention is
 //! `ocore environment settings`.
 
 use std::time::{Duration, Instant};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::client::ApiClient;
+use super::mapping::encode;
 use super::output::{self, field};
+use super::term;
 use super::{CliError, Format};
+
+/// A snapshot named by position or by `--snapshot`, and its environment.
+#[derive(Args)]
+pub struct SnapshotRef {
+    /// Snapshot id.
+    #[arg(value_name = "SNAPSHOT", required_unless_present = "snapshot_flag")]
+    snapshot: Option<String>,
+    /// Snapshot id (instead of the positional argument).
+    #[arg(
+        long = "snapshot",
+        id = "snapshot_flag",
+        value_name = "SNAPSHOT",
+        conflicts_with = "snapshot"
+    )]
+    snapshot_flag: Option<String>,
+    /// The environment holding the snapshot.
+    #[arg(long)]
+    pub environment: String,
+}
+
+impl SnapshotRef {
+    pub fn id(&self) -> String {
+        self.snapshot
+            .clone()
+            .or_else(|| self.snapshot_flag.clone())
+            .unwrap_or_default()
+    }
+
+    fn path(&self) -> String {
+        format!(
+            "/api/environments/{}/snapshots/{}",
+            encode(&self.environment),
+            encode(&self.id())
+        )
+    }
+}
 
 #[derive(Subcommand)]
 pub enum SnapshotCommand {
-    /// List an environment's snapshots.
+    /// List an environment's snapshots, newest first.
+    #[command(visible_alias = "ls")]
     List {
+        /// The environment (id).
         #[arg(long)]
         environment: String,
     },
-    /// Take a manual snapshot now.
+    /// Take a manual snapshot now (in the background unless --wait).
     Create {
+        /// The environment (id).
         #[arg(long)]
         environment: String,
-        /// Wait until it is taken (or failed).
+        /// Wait until it is taken (exit 1 if it fails).
         #[arg(long)]
         wait: bool,
     },
     /// Show one snapshot.
     Show {
-        snapshot: String,
-        #[arg(long)]
-        environment: String,
+        #[command(flatten)]
+        target: SnapshotRef,
     },
     /// Pin a snapshot: retention never deletes it.
     Pin {
-        snapshot: String,
-        #[arg(long)]
-        environment: String,
+        #[command(flatten)]
+        target: SnapshotRef,
     },
     /// Unpin a snapshot.
     Unpin {
-        snapshot: String,
-        #[arg(long)]
-        environment: String,
+        #[command(flatten)]
+        target: SnapshotRef,
     },
-    /// Delete a snapshot.
+    /// Delete a snapshot (unpin it first if pinned).
+    #[command(visible_alias = "rm")]
     Delete {
-        snapshot: String,
-        #[arg(long)]
-        environment: String,
+        #[command(flatten)]
+        target: SnapshotRef,
     },
-    /// Estimate the size of a snapshot taken now.
+    /// Estimate the size of a snapshot taken now, and the free disk.
     Estimate {
+        /// The environment (id).
         #[arg(long)]
         environment: String,
     },
+    /// Read every stored part of a snapshot back and check it against its manifest
+    /// (exit 1 when it is corrupt).
+    Verify {
+        #[command(flatten)]
+        target: SnapshotRef,
+    },
+    /// Download a snapshot as one archive file (written atomically: complete or absent).
+    Export(super::snapshot_transfer::ExportArgs),
+    /// Upload an archive (from `snapshot export`, or an Odoo backup zip) as a new
+    /// snapshot of an environment, e.g. on another host.
+    Import(super::snapshot_transfer::ImportArgs),
 }
 
 fn print(s: &Value) {
@@ -77,11 +128,12 @@ fn print(s: &Value) {
 }
 
 pub fn run(client: &ApiClient, cmd: SnapshotCommand, format: Format) -> Result<(), CliError> {
-    let base = |env: &str| format!("/api/environments/{env}/snapshots");
+    let base = |env: &str| format!("/api/environments/{}/snapshots", encode(env));
     let answer = match cmd {
         SnapshotCommand::List { environment } => {
             let answer = client.get(&base(&environment))?;
             if format == Format::Text {
+                let now = time::OffsetDateTime::now_utc();
                 if let Some(e) = answer["agentError"].as_str() {
                     println!("(the agent did not answer, showing what the coordinator knows: {e})");
                 }
@@ -94,20 +146,29 @@ pub fn run(client: &ApiClient, cmd: SnapshotCommand, format: Format) -> Result<(
                             field(s, "id"),
                             field(s, "kind"),
                             field(s, "state"),
-                            field(s, "pinned"),
-                            field(s, "sizeBytes"),
-                            field(s, "createdAt"),
+                            if s["pinned"] == json!(true) {
+                                "pinned"
+                            } else {
+                                "-"
+                            }
+                            .to_owned(),
+                            term::bytes(s["sizeBytes"].as_u64().unwrap_or(0)),
+                            term::age(&field(s, "createdAt"), now),
                             field(s, "deploymentId"),
                         ]
                     })
                     .collect();
+                if rows.is_empty() {
+                    println!("no snapshots; take one with `ocore snapshot create --environment {environment}`");
+                    return Ok(());
+                }
                 output::table(
                     &[
                         "ID",
                         "KIND",
                         "STATE",
                         "PINNED",
-                        "BYTES",
+                        "SIZE",
                         "CREATED",
                         "DEPLOYMENT",
                     ],
@@ -140,34 +201,50 @@ pub fn run(client: &ApiClient, cmd: SnapshotCommand, format: Format) -> Result<(
                 }
             }
         }
-        SnapshotCommand::Show {
-            snapshot,
-            environment,
-        } => client.get(&format!("{}/{snapshot}", base(&environment)))?,
-        SnapshotCommand::Pin {
-            snapshot,
-            environment,
-        } => client.post(
-            &format!("{}/{snapshot}/pin", base(&environment)),
-            &json!({}),
-        )?,
-        SnapshotCommand::Unpin {
-            snapshot,
-            environment,
-        } => client.post(
-            &format!("{}/{snapshot}/unpin", base(&environment)),
-            &json!({}),
-        )?,
-        SnapshotCommand::Delete {
-            snapshot,
-            environment,
-        } => {
-            let answer = client.delete(&format!("{}/{snapshot}", base(&environment)))?;
+        SnapshotCommand::Show { target } => client.get(&target.path())?,
+        SnapshotCommand::Pin { target } => {
+            client.post(&format!("{}/pin", target.path()), &json!({}))?
+        }
+        SnapshotCommand::Unpin { target } => {
+            client.post(&format!("{}/unpin", target.path()), &json!({}))?
+        }
+        SnapshotCommand::Verify { target } => {
+            let answer = client.post(&format!("{}/verify", target.path()), &json!({}))?;
+            let ok = answer["verified"] == json!(true);
+            match format {
+                Format::Json => output::json(&answer),
+                Format::Text if ok => println!(
+                    "snapshot {} verified: {} dump parts and {} filestore files, {} read back",
+                    target.id(),
+                    field(&answer, "parts"),
+                    field(&answer, "blobs"),
+                    term::bytes(answer["bytes"].as_u64().unwrap_or(0))
+                ),
+                Format::Text => {}
+            }
+            if !ok {
+                return Err(CliError::Outcome(format!(
+                    "snapshot {} is corrupt: {}",
+                    target.id(),
+                    field(&answer, "problem")
+                )));
+            }
+            return Ok(());
+        }
+        SnapshotCommand::Export(args) => {
+            return super::snapshot_transfer::export(client, args, format)
+        }
+        SnapshotCommand::Import(args) => {
+            return super::snapshot_transfer::import(client, args, format)
+        }
+        SnapshotCommand::Delete { target } => {
+            let snapshot = target.id();
+            let answer = client.delete(&target.path())?;
             match format {
                 Format::Json => output::json(&answer),
                 Format::Text => println!(
-                    "snapshot {snapshot} deleted, {} bytes freed",
-                    field(&answer, "freedBytes")
+                    "snapshot {snapshot} deleted, {} freed",
+                    term::bytes(answer["freedBytes"].as_u64().unwrap_or(0))
                 ),
             }
             return Ok(());
@@ -176,14 +253,17 @@ pub fn run(client: &ApiClient, cmd: SnapshotCommand, format: Format) -> Result<(
             let answer = client.get(&format!("{}/estimate", base(&environment)))?;
             match format {
                 Format::Json => output::json(&answer),
-                Format::Text => println!(
-                    "estimated {} bytes (database {} bytes, new filestore {} bytes, ratio {}); {} bytes free",
-                    field(&answer, "estimatedBytes"),
-                    field(&answer, "databaseBytes"),
-                    field(&answer, "newFilestoreBytes"),
-                    field(&answer, "compressionRatio"),
-                    field(&answer, "freeDiskBytes")
-                ),
+                Format::Text => {
+                    let b = |k: &str| term::bytes(answer[k].as_u64().unwrap_or(0));
+                    println!(
+                        "a snapshot now would take about {} (database {}, new filestore files {}, compression ratio {:.2}); {} free on the agent's disk",
+                        b("estimatedBytes"),
+                        b("databaseBytes"),
+                        b("newFilestoreBytes"),
+                        answer["compressionRatio"].as_f64().unwrap_or(0.0),
+                        b("freeDiskBytes")
+                    )
+                }
             }
             return Ok(());
         }

@@ -28,9 +28,19 @@ pub enum TokenCommand {
         expires_in: Option<u64>,
     },
     /// List tokens (never their secrets).
+    #[command(visible_alias = "ls")]
     List,
-    /// Revoke a token by id.
-    Revoke { id: String },
+    /// Show one token (never its secret).
+    Show {
+        /// Token id (from `ocore token list`).
+        id: String,
+    },
+    /// Revoke a token by id: it is refused from then on.
+    #[command(visible_alias = "delete")]
+    Revoke {
+        /// Token id (from `ocore token list`).
+        id: String,
+    },
 }
 
 pub fn run(client: &ApiClient, cmd: TokenCommand, format: Format) -> Result<(), CliError> {
@@ -110,8 +120,40 @@ pub fn run(client: &ApiClient, cmd: TokenCommand, format: Format) -> Result<(), 
                 .collect();
             output::table(&["ID", "NAME", "SCOPE", "STATE", "EXPIRES"], &rows);
         }
+        TokenCommand::Show { id } => {
+            let answer = client.get("/api/tokens")?;
+            let token = answer["tokens"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["id"] == json!(id))
+                .cloned()
+                .ok_or_else(|| CliError::Api {
+                    status: 404,
+                    code: "not_found".to_owned(),
+                    message: format!("token {id} not found; `ocore token list` shows them"),
+                })?;
+            match format {
+                Format::Json => output::json(&token),
+                Format::Text => {
+                    println!("id:       {}", field(&token, "id"));
+                    println!("name:     {}", field(&token, "name"));
+                    println!("admin:    {}", field(&token, "admin"));
+                    for g in token["grants"].as_array().into_iter().flatten() {
+                        println!(
+                            "grant:    {} on project {}",
+                            field(g, "permission"),
+                            field(g, "project")
+                        );
+                    }
+                    println!("created:  {}", field(&token, "createdAt"));
+                    println!("expires:  {}", field(&token, "expiresAt"));
+                    println!("revoked:  {}", field(&token, "revokedAt"));
+                }
+            }
+        }
         TokenCommand::Revoke { id } => {
-            let answer = client.delete(&format!("/api/tokens/{id}"))?;
+            let answer = client.delete(&format!("/api/tokens/{}", super::mapping::encode(&id)))?;
             if format == Format::Json {
                 output::json(&answer);
             } else {
