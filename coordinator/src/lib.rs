@@ -18,3 +18,4 @@ pub mod queue;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod webhooks;

@@ -12,6 +12,9 @@ pub mod openapi;
 mod projects;
 mod snapshots;
 pub mod tokens;
+mod webhooks;
+
+pub use webhooks::Gate as WebhookGate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +56,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Seals and opens repository credentials and webhook secrets (`crate::secrets`).
     pub secrets: Arc<SecretBox>,
+    /// The webhook endpoint's rate limits and decision lock.
+    pub webhooks: Arc<WebhookGate>,
     /// Background work started by requests (manual snapshots) and long responses (event
     /// streams) end on this token at shutdown.
     pub cancel: CancellationToken,
@@ -94,6 +99,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(deployments::endpoints());
     all.extend(events::endpoints());
     all.extend(snapshots::endpoints());
+    all.extend(webhooks::endpoints());
     all
 }
 

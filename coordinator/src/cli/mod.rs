@@ -13,6 +13,7 @@ mod output;
 mod project;
 mod snapshot;
 mod token;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -90,6 +91,9 @@ pub enum Command {
     /// List, take, pin, unpin, delete and estimate an environment's snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// A project's Git webhook: URLs, a new secret, the delivery log, redeliver.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Save the coordinator URL and token for later commands (file mode 0600).
     Login(login::LoginArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -134,6 +138,7 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
         Command::Mapping(cmd) => mapping::run(&client()?, cmd, global.output),
         Command::Deploy(args) => deploy::run(&client()?, args, global.output),
         Command::Snapshot(cmd) => snapshot::run(&client()?, cmd, global.output),
+        Command::Webhook(cmd) => webhook::run(&client()?, cmd, global.output),
         Command::Login(args) => login::run(global, args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
