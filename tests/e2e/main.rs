@@ -12,3 +12,4 @@ mod permissions;
 mod pipeline;
 mod queue;
 mod trust;
+mod webhooks;
