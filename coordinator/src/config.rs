@@ -29,6 +29,40 @@ pub struct CoordinatorConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// The URL Git providers and users reach the coordinator at, e.g.
+    /// `https://ocore.example.com` (behind a proxy it is not `listen`). Webhook URLs are
+    /// built from it; without it, from the Host header of the request that asks.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+}
+
+/// Bounds on webhook deliveries, which arrive without a token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Largest delivery body accepted (413 above it). GitHub caps payloads at 25 MB; a push
+    /// of thousands of commits can exceed the 5 MiB default.
+    #[serde(default = "default_webhook_body")]
+    pub max_body_bytes: usize,
+    /// Deliveries a project may receive at once, then `rate_limit_per_minute` (429 above
+    /// it). Deliveries with a bad signature have a bucket of their own, so a flood of
+    /// forged requests cannot starve the real ones.
+    #[serde(default = "default_webhook_burst")]
+    pub rate_limit_burst: u32,
+    #[serde(default = "default_webhook_rate")]
+    pub rate_limit_per_minute: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_webhook_body(),
+            rate_limit_burst: default_webhook_burst(),
+            rate_limit_per_minute: default_webhook_rate(),
+        }
+    }
 }
 
 /// Where the key that seals repository credentials and webhook secrets lives.
@@ -132,6 +166,38 @@ fn default_renew_before() -> u64 {
 fn default_enrolment_ttl() -> u64 {
     3600
 }
+fn default_webhook_body() -> usize {
+    5 * 1024 * 1024
+}
+fn default_webhook_burst() -> u32 {
+    30
+}
+fn default_webhook_rate() -> u32 {
+    30
+}
+
+/// Checks `public_url`: an http(s) URL of a host (and optional port and path prefix),
+/// without credentials, query or fragment.
+fn check_public_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("it must start with https:// or http://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("it names no host".to_owned());
+    }
+    if url.len() > 512
+        || url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '?' | '#' | '@' | '\\'))
+    {
+        return Err(
+            "it must be a plain URL without spaces, credentials, query or fragment".to_owned(),
+        );
+    }
+    Ok(())
+}
 
 /// Why the configuration file cannot be used. Each variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +293,24 @@ impl CoordinatorConfig {
                 problems.push(format!("secrets.key_file {key:?} must be an absolute path"));
             }
         }
+        if let Some(url) = &config.public_url {
+            if let Err(why) = check_public_url(url) {
+                problems.push(format!(
+                    "public_url {:?}: {why} (e.g. https://ocore.example.com)",
+                    crate::domain::shorten(url)
+                ));
+            }
+        }
+        let w = &config.webhooks;
+        if !(1024..=64 * 1024 * 1024).contains(&w.max_body_bytes) {
+            problems.push("webhooks.max_body_bytes must be between 1024 and 67108864".to_owned());
+        }
+        if w.rate_limit_burst == 0 || w.rate_limit_per_minute == 0 {
+            problems.push(
+                "webhooks.rate_limit_burst and webhooks.rate_limit_per_minute must be greater than 0"
+                    .to_owned(),
+            );
+        }
         if let Some(tls) = &config.tls {
             for (what, p) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !p.is_absolute() {
@@ -250,6 +334,11 @@ impl CoordinatorConfig {
 
     pub fn store_dir(&self) -> PathBuf {
         self.state_dir.join("store")
+    }
+
+    /// `public_url` without a trailing slash.
+    pub fn public_base_url(&self) -> Option<&str> {
+        self.public_url.as_deref().map(|u| u.trim_end_matches('/'))
     }
 
     pub fn secrets_key_file(&self) -> PathBuf {
@@ -296,6 +385,43 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("state_dir"), "{msg}");
         assert!(msg.contains("renew_before_secs"), "{msg}");
+    }
+
+    #[test]
+    fn public_url_and_webhook_bounds() {
+        let c = parse("listen = \"127.0.0.1:8800\"\npublic_url = \"https://ocore.example.com/\"\n")
+            .expect("valid");
+        assert_eq!(c.public_base_url(), Some("https://ocore.example.com"));
+        assert_eq!(c.webhooks.max_body_bytes, 5 * 1024 * 1024);
+        assert_eq!(c.webhooks.rate_limit_burst, 30);
+        assert!(parse(
+            "listen = \"127.0.0.1:8800\"\npublic_url = \"http://10.0.0.1:8800/ocore\"\n"
+        )
+        .is_ok());
+        for bad in [
+            "ocore.example.com",
+            "ftp://x",
+            "https://",
+            "https://user:pw@x",
+            "https://x/?a=1",
+            "https://x y",
+        ] {
+            let err = parse(&format!(
+                "listen = \"127.0.0.1:8800\"\npublic_url = \"{bad}\"\n"
+            ))
+            .expect_err(bad);
+            assert!(err.to_string().contains("public_url"), "{err}");
+        }
+        let err = parse(
+            "listen = \"127.0.0.1:8800\"\n[webhooks]\nmax_body_bytes = 10\nrate_limit_burst = 0\n",
+        )
+        .expect_err("bounds");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("max_body_bytes") && msg.contains("rate_limit_burst"),
+            "{msg}"
+        );
+        assert!(parse("listen = \"127.0.0.1:8800\"\n[webhooks]\nburst = 1\n").is_err());
     }
 
     #[test]

@@ -19,3 +19,4 @@ pub mod queue;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod webhooks;

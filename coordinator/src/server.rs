@@ -70,6 +70,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         dispatcher,
         metrics,
         secrets,
+        webhooks: Arc::new(api::WebhookGate::new(&config.webhooks)),
         cancel: cancel.child_token(),
         tracker: tracker.clone(),
     }));

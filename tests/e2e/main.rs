@@ -14,3 +14,4 @@ mod permissions;
 mod pipeline;
 mod queue;
 mod trust;
+mod webhooks;

@@ -1,7 +1,8 @@
 //! Permissions, checked on every route the OpenAPI document lists, against what the
 //! document declares (`x-ocore-access`): no or bad token 401; a token of project B on
 //! project A 403, whether or not the resource exists; a token with exactly the declared
-//! permission gets past authorisation; the two other permissions do not.
+//! permission gets past authorisation; the two other permissions do not. The webhook
+//! endpoint (`signature`) takes no token at all: without the provider's signature, 401.
 
 use anyhow::{Context, Result};
 use ocore_tests::{
@@ -41,6 +42,8 @@ fn every_route_enforces_the_access_it_documents() -> Result<()> {
     let deployment = d["id"].as_str().context("id")?.to_owned();
     let cancelled = coordinator.cli_json(&["deploy", "cancel", &deployment])?;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    // A webhook secret, so the webhook endpoint answers for its signature, not 404.
+    coordinator.cli_json(&["webhook", "reconfigure", "--project", "shop"])?;
 
     let with = |p: &str| project_token(&coordinator, "shop", &[p]);
     let tokens: Vec<(&str, String)> = PERMISSIONS
@@ -62,6 +65,7 @@ fn every_route_enforces_the_access_it_documents() -> Result<()> {
                 .replace("{deploymentId}", &deployment)
                 .replace("{snapshotId}", "ghost")
                 .replace("{branch}", "main")
+                .replace("{provider}", "github")
                 .replace("{name}", "ghost")
                 .replace("{id}", "ghost");
             let method = method.to_ascii_uppercase();
@@ -75,6 +79,18 @@ fn every_route_enforces_the_access_it_documents() -> Result<()> {
                     .0)
             };
             if access == "public" {
+                continue;
+            }
+            if access == "signature" {
+                // Only the provider's signature authenticates a delivery: no token, any
+                // token, even an admin's, is a 401.
+                assert_eq!(call(None)?, 401, "{what} unsigned");
+                assert_eq!(
+                    call(Some(&coordinator.admin_token))?,
+                    401,
+                    "{what} with a token"
+                );
+                checked += 1;
                 continue;
             }
             assert_eq!(call(None)?, 401, "{what} without a token");

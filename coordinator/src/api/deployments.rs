@@ -1,6 +1,7 @@
 //! Deployments of a project: start one (`manage:deployments`), list the history and show
 //! one (`view:deployments`), cancel (`manage:deployments`), and roll back to a deployment's
-//! pre-deploy snapshot (`manage:environments`).
+//! pre-deploy snapshot (`manage:environments`). Webhook pushes queue their deployments
+//! through the same [`new_deployment`] and [`enqueue`].
 
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -12,7 +13,7 @@ use serde_json::{json, Value};
 use super::{
     endpoint, require, ApiError, Auth, Body, Endpoint, PathParam, QueryParams, SharedState,
 };
-use crate::auth::{Permission, Principal};
+use crate::auth::Permission;
 use crate::domain::{
     now_ms, rfc3339_ms, shorten, Deployment, DeploymentStatus, EventKind, GitRef, Project,
     RollbackTarget, SnapshotState, Step, TriggerType, PIPELINE_STEPS,
@@ -229,6 +230,34 @@ fn load_deployment(state: &SharedState, project: &str, id: &str) -> Result<Deplo
     }
 }
 
+/// Where a branch mapping sends a ref.
+pub(super) enum Mapped {
+    Unmapped,
+    /// Mapped to this environment, which has no instance yet.
+    NoInstance(String),
+    Instance(Box<crate::domain::Instance>),
+}
+
+/// The instance of the environment `name` (a branch, or a tag for webhook tag pushes) is
+/// mapped to.
+pub(super) fn mapped_instance(
+    state: &SharedState,
+    project: &str,
+    name: &str,
+) -> Result<Mapped, ApiError> {
+    let Some(m) = state.store.mapping(project, name)? else {
+        return Ok(Mapped::Unmapped);
+    };
+    Ok(state
+        .store
+        .instances(Some(project))?
+        .into_iter()
+        .find(|i| i.environment_id == m.environment_id)
+        .map_or(Mapped::NoInstance(m.environment_id), |i| {
+            Mapped::Instance(Box::new(i))
+        }))
+}
+
 /// Which instance a deploy goes to: the one named; else the instance of the environment
 /// the branch maps to; else the project's only instance.
 fn resolve_instance(
@@ -246,20 +275,18 @@ fn resolve_instance(
             ))),
         };
     }
-    let instances = state.store.instances(Some(project))?;
     if let Some(branch) = &reference.branch {
-        if let Some(m) = state.store.mapping(project, branch)? {
-            return instances
-                .into_iter()
-                .find(|i| i.environment_id == m.environment_id)
-                .ok_or_else(|| {
-                    ApiError::conflict(format!(
-                        "branch {branch} maps to environment {}, which has no instance yet",
-                        m.environment_id
-                    ))
-                });
+        match mapped_instance(state, project, branch)? {
+            Mapped::Instance(i) => return Ok(*i),
+            Mapped::NoInstance(environment) => {
+                return Err(ApiError::conflict(format!(
+                    "branch {branch} maps to environment {environment}, which has no instance yet"
+                )))
+            }
+            Mapped::Unmapped => {}
         }
     }
+    let instances = state.store.instances(Some(project))?;
     match instances.len() {
         0 => Err(ApiError::conflict(format!(
             "project {project} has no instance yet; create one with `ocore instance create`"
@@ -278,11 +305,13 @@ fn resolve_instance(
     }
 }
 
-fn new_deployment(
+/// A new queued deployment of `reference` to `instance`. Manual deploys, rollbacks and
+/// webhook pushes all start here and are queued by [`enqueue`].
+pub(super) fn new_deployment(
     instance: &crate::domain::Instance,
     trigger: TriggerType,
     reference: &GitRef,
-    requested_by: &Principal,
+    requested_by: &str,
 ) -> Deployment {
     Deployment {
         id: uuid::Uuid::now_v7().to_string(),
@@ -309,7 +338,7 @@ fn new_deployment(
         created_at: now_ms(),
         started_at: None,
         finished_at: None,
-        requested_by: requested_by.name.clone(),
+        requested_by: requested_by.to_owned(),
         dispatched: false,
         cancel_requested: false,
         last_seq: 0,
@@ -326,11 +355,24 @@ async fn deploy(
     load_project(&state, &project)?;
     let reference = GitRef::new(body.branch, body.commit_sha, body.tag)?;
     let instance = resolve_instance(&state, &project, body.instance_id.as_deref(), &reference)?;
-    let d = new_deployment(&instance, TriggerType::Manual, &reference, &p);
-    let d = state.store.insert_deployment(&d)?;
-    tracing::info!(deployment = %d.id, project = %project, instance = %d.instance_id, "deployment queued");
-    state.dispatcher.wake();
+    let d = new_deployment(&instance, TriggerType::Manual, &reference, &p.name);
+    let d = enqueue(&state, &d)?;
     Ok((StatusCode::ACCEPTED, Json(summary(&d))))
+}
+
+/// Stores a new deployment at the end of its instance's queue and wakes the dispatcher;
+/// returns it with its place in the queue.
+pub(super) fn enqueue(state: &SharedState, d: &Deployment) -> Result<Deployment, ApiError> {
+    let d = state.store.insert_deployment(d)?;
+    tracing::info!(
+        deployment = %d.id,
+        project = %d.project_id,
+        instance = %d.instance_id,
+        trigger = ?d.trigger_type,
+        "deployment queued"
+    );
+    state.dispatcher.wake();
+    Ok(d)
 }
 
 async fn list(
@@ -496,7 +538,7 @@ async fn rollback(
         commit_sha: previous.commit_sha.clone(),
         tag: previous.tag.clone(),
     };
-    let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p);
+    let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
     d.steps.clear();
     d.rollback = Some(RollbackTarget {
         deployment_id: target.id.clone(),
@@ -505,9 +547,8 @@ async fn rollback(
         commit_sha: previous.commit_sha.clone(),
     });
     d.snapshot_id = None;
-    let d = state.store.insert_deployment(&d)?;
+    let d = enqueue(&state, &d)?;
     tracing::info!(deployment = %d.id, target = %target.id, "rollback queued");
-    state.dispatcher.wake();
     Ok((StatusCode::ACCEPTED, Json(summary(&d))))
 }
 

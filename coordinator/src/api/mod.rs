@@ -13,6 +13,9 @@ mod projects;
 mod snapshot_transfer;
 mod snapshots;
 pub mod tokens;
+mod webhooks;
+
+pub use webhooks::Gate as WebhookGate;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +57,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Seals and opens repository credentials and webhook secrets (`crate::secrets`).
     pub secrets: Arc<SecretBox>,
+    /// The webhook endpoint's rate limits and decision lock.
+    pub webhooks: Arc<WebhookGate>,
     /// Background work started by requests (manual snapshots) and long responses (event
     /// streams) end on this token at shutdown.
     pub cancel: CancellationToken,
@@ -96,6 +101,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(events::endpoints());
     all.extend(snapshots::endpoints());
     all.extend(snapshot_transfer::endpoints());
+    all.extend(webhooks::endpoints());
     all
 }
 

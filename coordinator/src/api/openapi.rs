@@ -10,6 +10,8 @@ use serde_json::{json, Map, Value};
 #[derive(Clone, Copy)]
 enum Access {
     Public,
+    /// A Git provider's signature or token over the body, never a bearer token.
+    Signature,
     Token,
     Admin,
     Permission(&'static str),
@@ -49,7 +51,7 @@ const fn op(
     }
 }
 
-use Access::{Admin, Permission as Perm, Public, Token};
+use Access::{Admin, Permission as Perm, Public, Signature, Token};
 
 const VIEW: Access = Perm("view:deployments");
 const DEPLOY: Access = Perm("manage:deployments");
@@ -108,6 +110,11 @@ const OPS: &[Op] = &[
     op("post", "/api/projects/{projectId}/deployments/{deploymentId}/cancel", "Cancel a queued (200) or running (202) deployment", DEPLOY, None, 200, Some("DeploymentSummary"), &[]),
     op("post", "/api/projects/{projectId}/rollback", "Queue a rollback to a deployment's pre-deploy snapshot and the image before it (dryRun: 200 with what it would restore)", ENVS, Some("RollbackRequest"), 202, Some("DeploymentSummary"), &[]),
     op("get", "/api/deployments/{deploymentId}", "Find a deployment by id alone", VIEW, None, 200, Some("Deployment"), &[]),
+    op("post", "/api/webhooks/{provider}/{projectId}", "Receive a GitHub, GitLab or Bitbucket Cloud delivery (provider: github, gitlab, bitbucket); a push to a mapped branch queues a deployment (202), anything else is recorded and ignored (200)", Signature, Some("WebhookPayload"), 202, Some("WebhookReceipt"), &[]),
+    op("get", "/api/projects/{projectId}/webhooks", "The webhook URLs to paste into each provider and whether a secret is set (never the secret)", VIEW, None, 200, Some("WebhookConfig"), &[]),
+    op("post", "/api/projects/{projectId}/webhooks/reconfigure", "Generate a new webhook secret (the old one stops working at once); returns it with the URLs", DEPLOY, None, 200, Some("WebhookReconfigured"), &[]),
+    op("get", "/api/projects/{projectId}/webhooks/deliveries", "The webhook delivery log, newest first (the newest 1000 are kept)", VIEW, None, 200, Some("WebhookDeliveryList"), &[("limit", "page size, 1 to 100 (default 20)"), ("offset", "entries to skip (default 0)")]),
+    op("post", "/api/projects/{projectId}/webhooks/deliveries/{id}/redeliver", "Replay a kept delivery through the same decisions; recorded as a new entry with redeliveryOf", DEPLOY, None, 200, Some("WebhookReceipt"), &[]),
 ];
 
 fn schema_ref(name: &str) -> Value {
@@ -222,6 +229,13 @@ fn schemas() -> Value {
         "SnapshotEstimate": obj(&["estimatedBytes"], json!({"databaseBytes": {"type": "integer"}, "newFilestoreBytes": {"type": "integer"}, "compressionRatio": {"type": "number"}, "estimatedBytes": {"type": "integer"}, "freeDiskBytes": {"type": "integer"}})),
         "SnapshotVerification": obj(&["id", "verified"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "verified": {"type": "boolean"}, "parts": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "problem": nullable("string")})),
         "SnapshotArchive": {"type": "string", "contentMediaType": "application/octet-stream", "description": "the archive's bytes"},
+        "WebhookPayload": {"type": "object", "description": "The provider's own JSON payload, unchanged: GitHub (X-GitHub-Event, X-GitHub-Delivery, X-Hub-Signature-256), GitLab (X-Gitlab-Event, X-Gitlab-Event-UUID, X-Gitlab-Token) or Bitbucket Cloud (X-Event-Key, X-Request-UUID, X-Hub-Signature)."},
+        "WebhookDelivery": obj(&["id", "receivedAt", "provider", "event", "deliveryId", "outcome", "reason"], json!({"id": {"type": "string", "format": "uuid"}, "receivedAt": {"type": "string", "format": "date-time"}, "provider": {"enum": ["github", "gitlab", "bitbucket"]}, "event": {"type": "string"}, "deliveryId": {"type": "string"}, "branch": nullable("string"), "tag": nullable("string"), "commitSha": nullable("string"), "outcome": {"enum": ["deployed", "ignored", "rejected"]}, "reason": {"type": "string"}, "deploymentId": nullable("string"), "redeliveryOf": nullable("string"), "redeliverable": {"type": "boolean"}})),
+        "WebhookDeliveryList": obj(&["total", "deliveries"], json!({"total": {"type": "integer"}, "limit": {"type": "integer"}, "offset": {"type": "integer"}, "deliveries": {"type": "array", "items": schema_ref("WebhookDelivery")}})),
+        "WebhookReceipt": obj(&["outcome", "reason", "deliveries"], json!({"outcome": {"enum": ["deployed", "ignored", "rejected"]}, "reason": {"type": "string"}, "deploymentId": nullable("string"), "deliveries": {"type": "array", "items": schema_ref("WebhookDelivery")}})),
+        "WebhookUrls": obj(&["github", "gitlab", "bitbucket"], json!({"github": {"type": "string"}, "gitlab": {"type": "string"}, "bitbucket": {"type": "string"}})),
+        "WebhookConfig": obj(&["projectId", "secretSet", "urls"], json!({"projectId": {"type": "string"}, "secretSet": {"type": "boolean"}, "secretCreatedAt": nullable("string"), "urls": schema_ref("WebhookUrls"), "contentType": {"type": "string"}, "events": {"type": "object"}})),
+        "WebhookReconfigured": obj(&["projectId", "secret", "urls"], json!({"projectId": {"type": "string"}, "secret": {"type": "string", "description": "shown only in this answer"}, "secretCreatedAt": {"type": "string"}, "urls": schema_ref("WebhookUrls")})),
         "SnapshotDeleted": obj(&["id", "freedBytes"], json!({"id": {"type": "string"}, "deleted": {"type": "boolean"}, "freedBytes": {"type": "integer"}})),
     })
 }
@@ -260,23 +274,40 @@ fn operation(o: &Op) -> Value {
     if o.path.ends_with("/rollback") {
         responses.insert("200".into(), json!({"description": "dryRun: what the rollback would restore; nothing is queued", "content": {"application/json": {"schema": schema_ref("RollbackPlan")}}}));
     }
+    if matches!(o.access, Signature) {
+        responses.insert("200".into(), json!({"description": "recorded and ignored (ping, another event, a deleted, unmapped or duplicate ref)", "content": {"application/json": {"schema": schema_ref("WebhookReceipt")}}}));
+        responses.insert(
+            "401".into(),
+            error_response("missing or bad signature or token; recorded as rejected"),
+        );
+        responses.insert(
+            "413".into(),
+            error_response("body larger than webhooks.max_body_bytes"),
+        );
+        responses.insert(
+            "429".into(),
+            error_response("rate limit of the project; see Retry-After"),
+        );
+    }
     if o.path.ends_with("/cancel") {
         responses.insert("202".into(), json!({"description": "cancel sent to the agent; the deployment ends with its next events", "content": {"application/json": {"schema": schema_ref("DeploymentSummary")}}}));
     }
     responses.insert("400".into(), error_response("malformed or invalid input"));
     let access = match o.access {
         Public => "public",
+        Signature => "signature",
         Token => "token",
         Admin => "admin",
         Perm(p) => p,
     };
     let (security, description) = match o.access {
         Public => (json!([]), "No token needed.".to_owned()),
+        Signature => (json!([]), "No bearer token: authenticated by the provider's signature (X-Hub-Signature-256, X-Hub-Signature) or token (X-Gitlab-Token) made with the project's webhook secret, checked in constant time over the raw body.".to_owned()),
         Token => (json!([{"bearer": []}]), "Any valid token; project data only for tokens with a permission on that project.".to_owned()),
         Admin => (json!([{"bearer": []}]), "Admin token.".to_owned()),
         Perm(p) => (json!([{"bearer": []}]), format!("Needs `{p}` on the project (admins may do everything). Without it: 403, whether or not the resource exists.")),
     };
-    if !matches!(o.access, Public) {
+    if !matches!(o.access, Public | Signature) {
         responses.insert(
             "401".into(),
             error_response("missing, invalid, expired or revoked token"),

@@ -18,6 +18,7 @@ mod snapshot;
 mod snapshot_transfer;
 mod term;
 mod token;
+mod webhook;
 
 use std::path::PathBuf;
 
@@ -130,6 +131,9 @@ pub enum Command {
     /// environment's snapshots.
     #[command(subcommand)]
     Snapshot(snapshot::SnapshotCommand),
+    /// A project's Git webhook: URLs, a new secret, the delivery log, redeliver.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
     /// Check a coordinator URL and token and save them for later commands
     /// (`ocore login --url URL --token TOKEN`; file mode 0600).
     Login(login::LoginArgs),
@@ -175,6 +179,7 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
         Command::Mapping(cmd) => mapping::run(&client()?, cmd, global.output),
         Command::Deploy(args) => deploy::run(&client()?, args, global.output),
         Command::Snapshot(cmd) => snapshot::run(&client()?, cmd, global.output),
+        Command::Webhook(cmd) => webhook::run(&client()?, cmd, global.output),
         Command::Login(args) => login::run(global, args),
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

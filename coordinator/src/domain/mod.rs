@@ -1,11 +1,12 @@
 //! The coordinator's domain model: projects, environments, instances, deployments, their
-//! event logs and snapshots, with the validation rules and the pure state transitions the
-//! API, the store and the dispatcher share. Nothing here does I/O.
+//! event logs, snapshots and webhook deliveries, with the validation rules and the pure
+//! state transitions the API, the store and the dispatcher share. Nothing here does I/O.
 
 mod deployment;
 mod event;
 mod project;
 mod snapshot;
+mod webhook;
 
 pub use deployment::{
     Deployment, DeploymentStatus, GitRef, Plan, RollbackTarget, Step, StepStatus, TriggerType,
@@ -17,6 +18,10 @@ pub use project::{
     Environment, Instance, Project, SnapshotSettings, DEFAULT_KEEP_DAYS, DEFAULT_KEEP_LAST,
 };
 pub use snapshot::{Snapshot, SnapshotEstimate, SnapshotKind, SnapshotState};
+pub use webhook::{
+    secret_context, Delivery, KeptRequest, Outcome, Provider, WebhookSecret, MAX_DELIVERIES,
+    MAX_KEPT_REQUESTS, MAX_KEPT_REQUEST_BYTES,
+};
 
 use time::OffsetDateTime;
 

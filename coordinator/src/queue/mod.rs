@@ -208,6 +208,30 @@ impl Dispatcher {
         Ok(d)
     }
 
+    /// Cancels a deployment that a newer one makes pointless (a newer push to the same
+    /// branch), but only while it is queued and was never sent to its agent: a deployment
+    /// that started runs to its end. Returns the cancelled deployment, or `None` when it
+    /// had already started, finished or been cancelled.
+    pub fn supersede(&self, id: &str, reason: String) -> Result<Option<Deployment>, StoreError> {
+        let marked = self.store.update_deployment(id, &mut |d| {
+            if d.status != DeploymentStatus::Queued || d.dispatched || d.cancel_requested {
+                return Err(StoreError::Refused(String::new()));
+            }
+            d.cancel_requested = true;
+            Ok(())
+        });
+        let d = match marked {
+            Ok(d) => d,
+            Err(StoreError::Refused(_) | StoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // The run task checks `cancel_requested` before it dispatches, so the agent never
+        // sees this deployment.
+        let closed = self.close(&d, DeploymentStatus::Cancelled, reason)?;
+        self.wake();
+        Ok(Some(closed))
+    }
+
     /// Ends a deployment the agent will send nothing more for.
     fn close(
         &self,

@@ -11,12 +11,14 @@
 mod agents;
 mod sled;
 mod tokens;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use agents::{AgentRecord, EnrolmentTokenRecord, InstanceSummary};
 pub use tokens::{Grant, TokenRecord};
+pub use webhooks::WebhookStore;
 
 use crate::domain::{
     BranchMapping, DeployEvent, Deployment, Environment, Instance, Project, Snapshot,
@@ -56,7 +58,14 @@ pub fn open(dir: &Path) -> Result<Store, StoreError> {
 
 /// Everything the coordinator stores.
 pub trait Storage:
-    AgentStore + TokenStore + ProjectStore + DeploymentStore + SnapshotStore + Send + Sync
+    AgentStore
+    + TokenStore
+    + ProjectStore
+    + DeploymentStore
+    + SnapshotStore
+    + WebhookStore
+    + Send
+    + Sync
 {
     /// Makes every acknowledged write durable (on shutdown).
     fn flush(&self) -> Result<(), StoreError>;

@@ -9,13 +9,18 @@
 //!   read backwards for newest first); `deployment_counts` (project -> total);
 //!   `queue` (`instance\0order` -> id, queued and running only);
 //! - `events` (`deployment\0seq` -> event);
-//! - `snapshots` (`environment\0snapshot`).
+//! - `snapshots` (`environment\0snapshot`);
+//! - `webhook_secrets` (project); `webhook_deliveries` (`project\0order`, the delivery
+//!   log); `webhook_delivery_ids` (entry id -> `project\0order`); `webhook_delivery_keys`
+//!   (`project\0provider\0deliveryId\0order` -> entry id, for duplicates);
+//!   `webhook_requests` (`project\0order` -> the raw request kept for a redeliver).
 
 mod agents;
 mod deployments;
 mod projects;
 mod snapshots;
 mod tokens;
+mod webhooks;
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -42,6 +47,11 @@ pub struct SledStore {
     queue: sled::Tree,
     events: sled::Tree,
     snapshots: sled::Tree,
+    webhook_secrets: sled::Tree,
+    webhook_deliveries: sled::Tree,
+    webhook_delivery_ids: sled::Tree,
+    webhook_delivery_keys: sled::Tree,
+    webhook_requests: sled::Tree,
     /// Serialises the check-then-write administration operations (referential checks
     /// across trees); they are rare, so one lock is enough.
     admin: Mutex<()>,
@@ -107,6 +117,11 @@ impl SledStore {
             queue: db.open_tree("queue")?,
             events: db.open_tree("events")?,
             snapshots: db.open_tree("snapshots")?,
+            webhook_secrets: db.open_tree("webhook_secrets")?,
+            webhook_deliveries: db.open_tree("webhook_deliveries")?,
+            webhook_delivery_ids: db.open_tree("webhook_delivery_ids")?,
+            webhook_delivery_keys: db.open_tree("webhook_delivery_keys")?,
+            webhook_requests: db.open_tree("webhook_requests")?,
             admin: Mutex::new(()),
             db,
         })

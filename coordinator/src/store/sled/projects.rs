@@ -64,6 +64,7 @@ impl ProjectStore for SledStore {
             self.deployments_by_project.remove(key)?;
         }
         self.deployment_counts.remove(id.as_bytes())?;
+        self.purge_webhooks(id)?;
         self.projects.remove(id.as_bytes())?;
         Ok(())
     }
