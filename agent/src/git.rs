@@ -138,6 +138,13 @@ pub struct GitAuth {
     pub known_host_key: Option<String>,
 }
 
+impl GitAuth {
+    /// True when a key or token is held (not only a pinned host key).
+    pub fn has_secret(&self) -> bool {
+        self.ssh_private_key.is_some() || self.https.is_some()
+    }
+}
+
 impl std::fmt::Debug for GitAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitAuth")
@@ -469,7 +476,11 @@ pub fn checkout_submodules(
     on_progress: &mut dyn FnMut(&str),
 ) -> Result<SubmoduleReport, CloneError> {
     let mut report = SubmoduleReport::default();
-    let walk = Walk { mirrors_dir, auth };
+    let walk = Walk {
+        mirrors_dir,
+        auth,
+        project_server: remote_server(super_url),
+    };
     walk.submodules_of(
         mirror,
         sha,
@@ -486,6 +497,9 @@ pub fn checkout_submodules(
 struct Walk<'a> {
     mirrors_dir: &'a Path,
     auth: &'a GitAuth,
+    /// The project's server (`host[:port]`): its credentials and pinned host key are
+    /// used for submodules on that server only, never handed to another one.
+    project_server: Option<String>,
 }
 
 impl Walk<'_> {
@@ -546,6 +560,19 @@ impl Walk<'_> {
             }
             let sub_mirror = mirrors_dir.join(format!("{}.git", mirror_name(&url)));
             on_progress(&format!("submodule {shown}: fetching {}", redact_url(&url)));
+            let anonymous = GitAuth::default();
+            let server = remote_server(&url);
+            let auth = if server == self.project_server {
+                self.auth
+            } else {
+                if server.is_some() && self.auth.has_secret() {
+                    on_progress(&format!(
+                        "submodule {shown}: {} is not the project's server; fetching it without the project's credentials",
+                        server.as_deref().unwrap_or_default()
+                    ));
+                }
+                &anonymous
+            };
             let sub_repo_has = |m: &Path| {
                 Repository::open_bare(m)
                     .ok()
@@ -553,12 +580,12 @@ impl Walk<'_> {
                     .is_some()
             };
             if !sub_repo_has(&sub_mirror) {
-                let stats = fetch_mirror(&url, &sub_mirror, self.auth, |_| {})?;
+                let stats = fetch_mirror(&url, &sub_mirror, auth, |_| {})?;
                 report.fetched_objects += stats.received_objects;
                 if !sub_repo_has(&sub_mirror) {
                     // Not on any branch or tag: ask for the commit itself (servers that allow
                     // fetching reachable SHA-1s answer).
-                    let _ = fetch_commit(&url, &sub_mirror, oid, self.auth);
+                    let _ = fetch_commit(&url, &sub_mirror, oid, auth);
                 }
                 if !sub_repo_has(&sub_mirror) {
                     return Err(CloneError::MissingSubmoduleCommit {
@@ -679,6 +706,20 @@ fn mirror_name(url: &str) -> String {
     format!("{tail}-{}", &hash[..12])
 }
 
+/// The server part of a Git URL (`host` or `host:port`, lower-cased); `None` for local
+/// paths and `file://` URLs.
+fn remote_server(url: &str) -> Option<String> {
+    let authority = match url.split_once("://") {
+        Some(("file", _)) => return None,
+        Some((_, rest)) => rest.split('/').next()?,
+        None if url.starts_with('/') || url.starts_with('.') => return None,
+        // scp-like `user@host:path`
+        None => url.split_once(':')?.0,
+    };
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
 /// Removes user info from a URL for messages (`https://user:pw@host/x` -> `https://host/x`).
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -788,6 +829,26 @@ mod tests {
         );
         assert!(same_key("ssh-ed25519 AAAA comment", "ssh-ed25519 AAAA"));
         assert!(!same_key("ssh-ed25519 AAAA", "ssh-rsa AAAA"));
+    }
+
+    #[test]
+    fn credentials_stay_on_the_project_server() {
+        let project = remote_server("ssh://git@git.example:2222/acme/shop.git");
+        assert_eq!(project.as_deref(), Some("git.example:2222"));
+        let relative =
+            resolve_submodule_url("ssh://git@git.example:2222/acme/shop.git", "../tools.git");
+        assert_eq!(remote_server(&relative), project);
+        assert_eq!(
+            remote_server("git@github.com:OCA/web.git").as_deref(),
+            Some("github.com")
+        );
+        assert_eq!(
+            remote_server("https://ci@GitHub.com/OCA/web.git").as_deref(),
+            Some("github.com")
+        );
+        assert_ne!(remote_server("https://github.com/OCA/web.git"), project);
+        assert_eq!(remote_server("/srv/git/web"), None);
+        assert_eq!(remote_server("file:///srv/git/web"), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod https;
 pub mod metrics;

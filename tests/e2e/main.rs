@@ -11,4 +11,5 @@ mod openapi;
 mod permissions;
 mod pipeline;
 mod queue;
+mod repoaccess;
 mod trust;

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod deploy;
 pub mod fixture;
 pub mod grpc;
+pub mod remotes;
 
 pub use deploy::{
     configure_project, git_repo, project_token, read_sse, step_status, wait_deployment,

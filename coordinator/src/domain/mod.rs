@@ -2,11 +2,16 @@
 //! event logs and snapshots, with the validation rules and the pure state transitions the
 //! API, the store and the dispatcher share. Nothing here does I/O.
 
+mod credentials;
 mod deployment;
 mod event;
 mod project;
 mod snapshot;
 
+pub use credentials::{
+    host_key_fingerprint, remote_host, secret_context, validate_token, PinnedHostKey,
+    RepositoryCredentials, DEFAULT_TOKEN_USERNAME,
+};
 pub use deployment::{
     Deployment, DeploymentStatus, GitRef, Plan, RollbackTarget, Step, StepStatus, TriggerType,
     PIPELINE_STEPS,
