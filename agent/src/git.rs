@@ -479,7 +479,7 @@ pub fn checkout_submodules(
     let walk = Walk {
         mirrors_dir,
         auth,
-        project_server: remote_server(super_url),
+        project_server: ocore_proto::git_url::server(super_url),
     };
     walk.submodules_of(
         mirror,
@@ -561,7 +561,7 @@ impl Walk<'_> {
             let sub_mirror = mirrors_dir.join(format!("{}.git", mirror_name(&url)));
             on_progress(&format!("submodule {shown}: fetching {}", redact_url(&url)));
             let anonymous = GitAuth::default();
-            let server = remote_server(&url);
+            let server = ocore_proto::git_url::server(&url);
             let auth = if server == self.project_server {
                 self.auth
             } else {
@@ -706,20 +706,6 @@ fn mirror_name(url: &str) -> String {
     format!("{tail}-{}", &hash[..12])
 }
 
-/// The server part of a Git URL (`host` or `host:port`, lower-cased); `None` for local
-/// paths and `file://` URLs.
-fn remote_server(url: &str) -> Option<String> {
-    let authority = match url.split_once("://") {
-        Some(("file", _)) => return None,
-        Some((_, rest)) => rest.split('/').next()?,
-        None if url.starts_with('/') || url.starts_with('.') => return None,
-        // scp-like `user@host:path`
-        None => url.split_once(':')?.0,
-    };
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
 /// Removes user info from a URL for messages (`https://user:pw@host/x` -> `https://host/x`).
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -832,23 +818,13 @@ mod tests {
     }
 
     #[test]
-    fn credentials_stay_on_the_project_server() {
-        let project = remote_server("ssh://git@git.example:2222/acme/shop.git");
-        assert_eq!(project.as_deref(), Some("git.example:2222"));
-        let relative =
-            resolve_submodule_url("ssh://git@git.example:2222/acme/shop.git", "../tools.git");
-        assert_eq!(remote_server(&relative), project);
+    fn relative_submodules_are_on_the_project_server() {
+        let project = "ssh://git@git.example:2222/acme/shop.git";
+        let relative = resolve_submodule_url(project, "../tools.git");
         assert_eq!(
-            remote_server("git@github.com:OCA/web.git").as_deref(),
-            Some("github.com")
+            ocore_proto::git_url::server(&relative),
+            ocore_proto::git_url::server(project)
         );
-        assert_eq!(
-            remote_server("https://ci@GitHub.com/OCA/web.git").as_deref(),
-            Some("github.com")
-        );
-        assert_ne!(remote_server("https://github.com/OCA/web.git"), project);
-        assert_eq!(remote_server("/srv/git/web"), None);
-        assert_eq!(remote_server("file:///srv/git/web"), None);
     }
 
     #[test]

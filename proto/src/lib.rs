@@ -5,6 +5,7 @@
 //! their own domain types at their gRPC edge.
 
 pub mod enrolment;
+pub mod git_url;
 pub mod identity;
 pub mod tls;
 

@@ -16,40 +16,16 @@ use ocore_tests::fixture::{unique, AddonsRepo, Site, SiteOptions};
 use ocore_tests::remotes::{
     cli_with_stdin, files_containing, stored_repository_secret, HttpGitServer, SshGitServer,
 };
-use ocore_tests::{ensure_success, wait_deployment, Coordinator};
+use ocore_tests::{configure_project_on, ensure_success, wait_deployment, Coordinator};
 use serde_json::Value;
 
 const LONG: Duration = Duration::from_secs(300);
 const PROJECT: &str = "shop";
 
-/// Project `shop` on `url`, with one environment whose instance is the site's, mapped
-/// from `main`.
+/// Project `shop` on `url`, with environment and instance `shop-prod` (the site's
+/// instance), mapped from `main`.
 fn configure(site: &Site, url: &str) -> Result<()> {
-    let c = &site.coordinator;
-    c.cli_json(&["project", "create", PROJECT, "--repository", url])?;
-    c.cli_json(&["environment", "create", "shop-prod", "--project", PROJECT])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    c.cli_json(&[
-        "mapping",
-        "set",
-        "--project",
-        PROJECT,
-        "--branch",
-        "main",
-        "--environment",
-        "shop-prod",
-    ])?;
-    Ok(())
+    configure_project_on(&site.coordinator, PROJECT, url, "web1", &site.instance)
 }
 
 /// Deploys `main` through the CLI and waits for the end; returns the deployment.
@@ -254,12 +230,7 @@ fn private_ssh_repository_with_submodules_pins_the_host_key_and_survives_a_key_r
     assert_succeeded(&deploy(&site.coordinator)?)?;
     tools.write("tool_q/models.py", "Q = 2\n")?;
     let bumped = tools.commit("tools 2")?;
-    let sub = AddonsRepo {
-        dir: repo.dir.join("private/tools"),
-    };
-    sub.git(&["fetch", "-q", "origin"])?;
-    sub.git(&["checkout", "-q", &bumped])?;
-    repo.commit("bump private/tools")?;
+    repo.bump_submodule("private/tools", &bumped)?;
     let third = deploy(&site.coordinator)?;
     assert_succeeded(&third)?;
     assert_eq!(
@@ -400,5 +371,134 @@ fn https_token_deploys_and_a_wrong_token_fails_without_showing_it() -> Result<()
     logs.push_str(&site.agent.daemon()?.log());
     assert_nowhere(&site, &logs, &[&token, &wrong])?;
     drop(http);
+    Ok(())
+}
+
+#[test]
+fn credentials_api_validates_input_and_never_answers_with_a_secret() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Coordinator::start(dir.path(), &ocore_tests::CoordinatorOptions::default())?;
+    let admin = Some(c.admin_token.as_str());
+    let created = c.cli_json(&[
+        "project",
+        "create",
+        PROJECT,
+        "--repository",
+        "git@git.example:acme/shop.git",
+    ])?;
+    assert!(created["credentials"].is_null() && created["sshHostKey"].is_null());
+    let base = "/api/projects/shop/credentials";
+
+    // The placeholder field is gone, and a URL carrying a token is refused unrepeated.
+    let (status, body) = c.api(
+        "POST",
+        "/api/projects",
+        admin,
+        Some(&serde_json::json!({"id": "p2", "repositoryUrl": "/srv/x", "credentialsRef": "k"})),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("credentialsRef"), "{body}");
+    let (status, body) = c.api(
+        "POST",
+        "/api/projects",
+        admin,
+        Some(&serde_json::json!({"id": "p3", "repositoryUrl": "https://ci:hunter2-token@git.example/a.git"})),
+    )?;
+    assert_eq!(status, 400, "{body}");
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+
+    // Bad tokens and bodies are 4xx, and the answer never repeats the token.
+    for bad in [
+        serde_json::json!({"token": ""}),
+        serde_json::json!({"token": "has space-s3cret"}),
+        serde_json::json!({"token": "line\nbreak-s3cret"}),
+        serde_json::json!({"username": "a:b", "token": "fine-s3cret"}),
+        serde_json::json!({"token": "fine-s3cret", "extra": 1}),
+        serde_json::json!({"username": "ci"}),
+    ] {
+        let (status, body) = c.api("PUT", &format!("{base}/https-token"), admin, Some(&bad))?;
+        assert_eq!(status, 400, "{bad} -> {body}");
+        assert!(!body.to_string().contains("s3cret"), "{body}");
+    }
+    let (status, _) = c.api_raw(
+        "PUT",
+        &format!("{base}/https-token"),
+        admin,
+        Some(("application/json", "{not json")),
+    )?;
+    assert_eq!(status, 400);
+    let (status, _) = c.api(
+        "POST",
+        "/api/projects/ghost/credentials/deploy-key",
+        admin,
+        Some(&serde_json::json!({})),
+    )?;
+    assert_eq!(status, 404);
+    let (status, _) = c.api(
+        "POST",
+        &format!("{base}/deploy-key"),
+        admin,
+        Some(&serde_json::json!({"rotate": "yes"})),
+    )?;
+    assert_eq!(status, 400);
+
+    // Generate (201), show again (200, same key), rotate (201, another key).
+    let key = |body: &Value| body["credentials"]["publicKey"].as_str().map(str::to_owned);
+    let (status, first) = c.api(
+        "POST",
+        &format!("{base}/deploy-key"),
+        admin,
+        Some(&serde_json::json!({})),
+    )?;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = c.api(
+        "POST",
+        &format!("{base}/deploy-key"),
+        admin,
+        Some(&serde_json::json!({})),
+    )?;
+    assert_eq!((status, key(&again)), (200, key(&first)));
+    let (status, rotated) = c.api(
+        "POST",
+        &format!("{base}/deploy-key"),
+        admin,
+        Some(&serde_json::json!({"rotate": true})),
+    )?;
+    assert_eq!(status, 201);
+    assert_ne!(key(&rotated), key(&first));
+    for answer in [
+        &first,
+        &again,
+        &rotated,
+        &c.get_ok(base)?,
+        &c.get_ok("/api/projects/shop")?,
+    ] {
+        assert!(!answer.to_string().contains("PRIVATE"), "{answer}");
+    }
+
+    // A token replaces the key; a deploy key then needs rotate.
+    let (status, body) = c.api(
+        "PUT",
+        &format!("{base}/https-token"),
+        admin,
+        Some(&serde_json::json!({"token": "glpat-0123456789abcdef"})),
+    )?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["credentials"]["username"], "x-access-token");
+    assert!(!body.to_string().contains("glpat-0123456789abcdef"));
+    let (status, _) = c.api(
+        "POST",
+        &format!("{base}/deploy-key"),
+        admin,
+        Some(&serde_json::json!({})),
+    )?;
+    assert_eq!(status, 409);
+
+    let (status, removed) = c.api("DELETE", base, admin, None)?;
+    assert_eq!(status, 200);
+    assert!(removed["credentials"].is_null());
+    let (status, forgot) = c.api("DELETE", &format!("{base}/host-key"), admin, None)?;
+    assert_eq!(status, 200);
+    assert!(forgot["sshHostKey"].is_null());
     Ok(())
 }

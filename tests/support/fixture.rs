@@ -236,6 +236,17 @@ impl AddonsRepo {
     pub fn url(&self) -> String {
         self.dir.display().to_string()
     }
+
+    /// Moves the submodule at `path` to `commit` (fetched from its origin) and commits
+    /// the bump; returns the new commit's SHA.
+    pub fn bump_submodule(&self, path: &str, commit: &str) -> Result<String> {
+        let sub = AddonsRepo {
+            dir: self.dir.join(path),
+        };
+        sub.git(&["fetch", "-q", "origin"])?;
+        sub.git(&["checkout", "-q", commit])?;
+        self.commit(&format!("bump {path}"))
+    }
 }
 
 /// One agent with one instance, its nginx, database and enrolment, ready to deploy.

@@ -18,7 +18,8 @@ pub mod grpc;
 pub mod remotes;
 
 pub use deploy::{
-    configure_project, git_repo, project_token, read_sse, step_status, wait_deployment,
+    configure_project, configure_project_on, git_repo, project_token, read_sse, step_status,
+    wait_deployment,
 };
 
 /// Default deadline for something the suite waits on.

@@ -10,10 +10,9 @@ use serde_json::{json, Value};
 
 use super::{endpoint, Admin, ApiError, Auth, Body, Endpoint, PathParam, SharedState};
 use crate::domain::{now_ms, rfc3339_ms, validate_name, validate_slug, BranchMapping, Project};
-use crate::domain::{
-    remote_host, validate_addons_subpath, validate_ref_name, validate_repository_url,
-};
+use crate::domain::{validate_addons_subpath, validate_ref_name, validate_repository_url};
 use crate::store::StoreError;
+use ocore_proto::git_url;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -165,7 +164,7 @@ async fn update(
         }
         if let Some(u) = &body.repository_url {
             // A key pinned for one server says nothing about another.
-            if remote_host(u) != remote_host(&p.repository_url) {
+            if git_url::server(u) != git_url::server(&p.repository_url) {
                 p.ssh_host_key = None;
             }
             p.repository_url.clone_from(u);

@@ -114,20 +114,6 @@ pub fn host_key_fingerprint(key: &str) -> Option<String> {
     ))
 }
 
-/// The server part of a Git URL (`host` or `host:port`), lower-cased; `None` for local
-/// paths and `file://` URLs. A host key pinned for one server is meaningless for another.
-pub fn remote_host(url: &str) -> Option<String> {
-    let rest = match url.split_once("://") {
-        Some(("file", _)) => return None,
-        Some((_, rest)) => rest.split('/').next()?,
-        None if url.starts_with('/') => return None,
-        // scp-like `user@host:path`
-        None => url.split_once(':')?.0,
-    };
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,23 +146,5 @@ mod tests {
         assert!(host_key_fingerprint("ssh-ed25519").is_none());
         assert!(host_key_fingerprint("ssh-ed25519 !!!").is_none());
         assert!(host_key_fingerprint("bad;kind AAAA").is_none());
-    }
-
-    #[test]
-    fn remote_hosts_are_found_in_every_url_form() {
-        assert_eq!(
-            remote_host("ssh://git@Example.com:2222/a/b.git").as_deref(),
-            Some("example.com:2222")
-        );
-        assert_eq!(
-            remote_host("git@github.com:acme/shop.git").as_deref(),
-            Some("github.com")
-        );
-        assert_eq!(
-            remote_host("https://ci@gitlab.example/acme/shop.git").as_deref(),
-            Some("gitlab.example")
-        );
-        assert_eq!(remote_host("/srv/git/shop"), None);
-        assert_eq!(remote_host("file:///srv/git/shop"), None);
     }
 }

@@ -9,8 +9,8 @@ mod project;
 mod snapshot;
 
 pub use credentials::{
-    host_key_fingerprint, remote_host, secret_context, validate_token, PinnedHostKey,
-    RepositoryCredentials, DEFAULT_TOKEN_USERNAME,
+    host_key_fingerprint, secret_context, validate_token, PinnedHostKey, RepositoryCredentials,
+    DEFAULT_TOKEN_USERNAME,
 };
 pub use deployment::{
     Deployment, DeploymentStatus, GitRef, Plan, RollbackTarget, Step, StepStatus, TriggerType,
