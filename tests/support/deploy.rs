@@ -195,12 +195,11 @@ impl Coordinator {
         self.daemon.signal("KILL")?;
         let mut command = Command::new(crate::bin("ocore"));
         command.arg("server").arg("--config").arg(&self.config_path);
-        let pid = self.daemon.pid();
+        // Reap it: its main thread shows as a zombie in /proc while other threads are still
+        // exiting and holding the store's lock; wait() returns only once all are gone.
+        let child = &mut self.daemon.child;
         wait_for("the killed coordinator to exit", crate::DEADLINE, || {
-            (!Path::new(&format!("/proc/{pid}/stat")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.contains(") Z ")))
-            .then_some(())
+            child.try_wait().ok().flatten()
         })?;
         let fresh =
             Coordinator::spawn_with(command, self.config_path.clone(), self.state_dir.clone())?;
