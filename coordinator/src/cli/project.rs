@@ -239,9 +239,8 @@ fn deploy_key(
     forget_host_key: bool,
     format: Format,
 ) -> Result<(), CliError> {
-    let mut answer = Value::Null;
     if forget_host_key {
-        answer = client.delete(&format!("/api/projects/{project}/credentials/host-key"))?;
+        let answer = client.delete(&format!("/api/projects/{project}/credentials/host-key"))?;
         eprintln!(
             "forgot the pinned SSH host key of project {project}; the next deploy pins the key the server presents"
         );
@@ -249,12 +248,10 @@ fn deploy_key(
             return show_access(&answer, format);
         }
     }
-    if rotate || !forget_host_key {
-        answer = client.post(
-            &format!("/api/projects/{project}/credentials/deploy-key"),
-            &json!({"rotate": rotate}),
-        )?;
-    }
+    let answer = client.post(
+        &format!("/api/projects/{project}/credentials/deploy-key"),
+        &json!({"rotate": rotate}),
+    )?;
     match format {
         Format::Json => output::json(&answer),
         Format::Text => {

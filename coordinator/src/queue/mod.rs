@@ -545,7 +545,16 @@ impl Dispatcher {
                 project = %d.project_id,
                 "pinned the SSH host key of the repository on first use: {fingerprint}"
             ),
-            Ok(_) => {}
+            Ok(p) => {
+                if let Some(other) = p.ssh_host_key.filter(|k| k.fingerprint != fingerprint) {
+                    tracing::warn!(
+                        project = %d.project_id,
+                        "deployment {} reported SSH host key {fingerprint}, but {} is pinned; the pin stays",
+                        d.id,
+                        other.fingerprint
+                    );
+                }
+            }
             Err(e) => tracing::warn!(project = %d.project_id, "cannot pin the SSH host key: {e}"),
         }
     }
