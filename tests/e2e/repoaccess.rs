@@ -1,6 +1,7 @@
 //! Private repositories end to end: the real coordinator and agent deploying from real Git
 //! servers on loopback that the tests start (`sshd` restricted to git commands, and
-//! git-http-backend behind nginx with basic authentication). Covered: the coordinator's
+//! git-http-backend behind nginx with basic authentication, over HTTPS with a test CA).
+//! Covered: the coordinator's
 //! deploy key and HTTPS token, "authentication failed for <remote>" without the secret,
 //! host-key pinning on first use and a loud failure on change, a repository with a public
 //! and a private submodule and modules at the root and in a subfolder, a submodule bump
@@ -15,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use ocore_tests::fixture::{unique, AddonsRepo, Site, SiteOptions};
 use ocore_tests::remotes::{
     cli_with_stdin, files_containing, stored_repository_secret, HttpGitServer, SshGitServer,
+    TestTls,
 };
 use ocore_tests::{configure_project_on, ensure_success, wait_deployment, Coordinator};
 use serde_json::Value;
@@ -299,14 +301,29 @@ fn private_ssh_repository_with_submodules_pins_the_host_key_and_survives_a_key_r
 #[test]
 fn https_token_deploys_and_a_wrong_token_fails_without_showing_it() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut site = Site::start(dir.path(), &SiteOptions::default())?;
+    // The server's certificate comes from a test CA that only the agent trusts (OpenSSL,
+    // under libgit2, reads SSL_CERT_FILE): the chain is really checked.
+    let tls = TestTls::issue(dir.path())?;
+    let options = SiteOptions {
+        agent_env: vec![("SSL_CERT_FILE".to_owned(), tls.ca.display().to_string())],
+        ..Default::default()
+    };
+    let mut site = Site::start(dir.path(), &options)?;
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("mod_a", "1.0", &["base"], "A = 1\n")?;
     repo.commit("first")?;
     let token = format!("glpat-{}", unique("good"));
     let wrong = format!("glpat-{}", unique("wrong"));
-    let http = HttpGitServer::start(dir.path(), &site.env.nginx, dir.path(), "ci", &token)?;
+    let http = HttpGitServer::start(
+        dir.path(),
+        &site.env.nginx,
+        dir.path(),
+        "ci",
+        &token,
+        Some(&tls),
+    )?;
     let url = http.url("repo");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     configure(&site, &url)?;
     let c = &site.coordinator;
 

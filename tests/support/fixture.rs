@@ -267,6 +267,8 @@ pub struct Site {
 pub struct SiteOptions {
     pub step_timeout_secs: u64,
     pub health_timeout_secs: u64,
+    /// Extra environment of the agent process.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for SiteOptions {
@@ -274,6 +276,7 @@ impl Default for SiteOptions {
         Self {
             step_timeout_secs: 300,
             health_timeout_secs: 30,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -291,6 +294,7 @@ impl Site {
         let password_file = dir.join("pg-password");
         std::fs::write(&password_file, &env.pg_password)?;
         let mut agent = TestAgent::new(dir, "web1")?;
+        agent.env.clone_from(&options.agent_env);
         let state = agent.dir.join("state");
         std::fs::write(
             &agent.config_path,

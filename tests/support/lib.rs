@@ -437,6 +437,8 @@ pub struct TestAgent {
     pub config_path: PathBuf,
     pub daemon: Option<Daemon>,
     pub address: Option<String>,
+    /// Extra environment of `ocore-agent run` (e.g. `SSL_CERT_FILE` for a test CA).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestAgent {
@@ -459,6 +461,7 @@ impl TestAgent {
             config_path,
             daemon: None,
             address: None,
+            env: Vec::new(),
         })
     }
 
@@ -484,6 +487,7 @@ impl TestAgent {
     pub fn run(&mut self) -> Result<String> {
         let mut command = Command::new(bin("ocore-agent"));
         command.arg("run").arg("--config").arg(&self.config_path);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut daemon = Daemon::spawn(&format!("ocore-agent {}", self.name), command)?;
         let address = daemon.wait_log("listening on ")?;
         self.daemon = Some(daemon);

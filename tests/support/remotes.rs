@@ -164,10 +164,48 @@ impl SshGitServer {
     }
 }
 
+/// A test CA and a certificate for 127.0.0.1 it signed, as PEM files.
+pub struct TestTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestTls {
+    pub fn issue(dir: &Path) -> Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = dir.join("test-tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names: OpenSSL takes a leaf whose issuer equals its subject for a root.
+        ca.distinguished_name
+            .push(DnType::CommonName, "oCore test Git CA");
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, &ca_key);
+        let key = KeyPair::generate()?;
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])?;
+        leaf.distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        let leaf = leaf.signed_by(&key, &issuer)?;
+        let tls = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&tls.ca, ca_cert.pem())?;
+        std::fs::write(&tls.cert, leaf.pem())?;
+        std::fs::write(&tls.key, key.serialize_pem())?;
+        Ok(tls)
+    }
+}
+
 /// git-http-backend behind nginx with basic authentication for one user and token,
-/// serving the repositories under `root`.
+/// serving the repositories under `root`; over HTTPS when given a certificate.
 pub struct HttpGitServer {
     pub port: u16,
+    scheme: &'static str,
     _fcgiwrap: Daemon,
     nginx: Option<Daemon>,
 }
@@ -179,6 +217,7 @@ impl HttpGitServer {
         root: &Path,
         username: &str,
         token: &str,
+        tls: Option<&TestTls>,
     ) -> Result<Self> {
         require(FCGIWRAP, "fcgiwrap")?;
         require(GIT_HTTP_BACKEND, "git")?;
@@ -198,11 +237,19 @@ impl HttpGitServer {
             format!("{username}:{{PLAIN}}{token}\n"),
         )?;
         let port = free_port();
+        let listen = match tls {
+            None => format!("listen 127.0.0.1:{port};"),
+            Some(t) => format!(
+                "listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};",
+                t.cert.display(),
+                t.key.display()
+            ),
+        };
         let config = dir.join("nginx.conf");
         std::fs::write(
             &config,
             format!(
-                "daemon off;\nuser {user};\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    listen 127.0.0.1:{port};\n    auth_basic \"git\";\n    auth_basic_user_file {d}/htpasswd;\n    location / {{\n      client_max_body_size 0;\n      fastcgi_pass unix:{socket};\n      fastcgi_param SCRIPT_FILENAME {backend};\n      fastcgi_param GIT_PROJECT_ROOT {root};\n      fastcgi_param GIT_HTTP_EXPORT_ALL \"\";\n      fastcgi_param PATH_INFO $uri;\n      fastcgi_param REMOTE_USER $remote_user;\n      fastcgi_param QUERY_STRING $query_string;\n      fastcgi_param REQUEST_METHOD $request_method;\n      fastcgi_param CONTENT_TYPE $content_type;\n      fastcgi_param CONTENT_LENGTH $content_length;\n    }}\n  }}\n}}\n",
+                "daemon off;\nuser {user};\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/logs/error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  server {{\n    {listen}\n    auth_basic \"git\";\n    auth_basic_user_file {d}/htpasswd;\n    location / {{\n      client_max_body_size 0;\n      fastcgi_pass unix:{socket};\n      fastcgi_param SCRIPT_FILENAME {backend};\n      fastcgi_param GIT_PROJECT_ROOT {root};\n      fastcgi_param GIT_HTTP_EXPORT_ALL \"\";\n      fastcgi_param PATH_INFO $uri;\n      fastcgi_param REMOTE_USER $remote_user;\n      fastcgi_param QUERY_STRING $query_string;\n      fastcgi_param REQUEST_METHOD $request_method;\n      fastcgi_param CONTENT_TYPE $content_type;\n      fastcgi_param CONTENT_LENGTH $content_length;\n    }}\n  }}\n}}\n",
                 user = current_user()?,
                 d = dir.display(),
                 socket = socket.display(),
@@ -216,6 +263,7 @@ impl HttpGitServer {
         wait_listening("nginx (git)", port, &mut daemon)?;
         Ok(Self {
             port,
+            scheme: if tls.is_some() { "https" } else { "http" },
             _fcgiwrap: fcgiwrap,
             nginx: Some(daemon),
         })
@@ -223,7 +271,7 @@ impl HttpGitServer {
 
     /// The URL of the repository at `root/<name>`.
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        format!("{}://127.0.0.1:{}/{name}", self.scheme, self.port)
     }
 }
 
