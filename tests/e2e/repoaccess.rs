@@ -1,12 +1,12 @@
 //! Private repositories end to end: the real coordinator and agent deploying from real Git
 //! servers on loopback that the tests start (`sshd` restricted to git commands, and
 //! git-http-backend behind nginx with basic authentication, over HTTPS with a test CA).
-//! Covered: the coordinator's
-//! deploy key and HTTPS token, "authentication failed for <remote>" without the secret,
-//! host-key pinning on first use and a loud failure on change, a repository with a public
-//! and a private submodule and modules at the root and in a subfolder, a submodule bump
-//! that updates exactly its changed module, a key rotation, and that no secret is left in
-//! the agent's state, the coordinator's store or either daemon's log.
+//! Covered: the coordinator's deploy key and HTTPS token, "authentication failed for
+//! <remote>" without the secret, host-key pinning on first use and a loud failure on
+//! change, a repository with a public and a private submodule and modules at the root and
+//! in a subfolder, a submodule bump that updates exactly its changed module, a key
+//! rotation, and that no secret is left in the agent's state, the coordinator's store or
+//! either daemon's log.
 
 use std::path::Path;
 use std::process::Command;
