@@ -138,6 +138,13 @@ pub struct GitAuth {
     pub known_host_key: Option<String>,
 }
 
+impl GitAuth {
+    /// True when a key or token is held (not only a pinned host key).
+    pub fn has_secret(&self) -> bool {
+        self.ssh_private_key.is_some() || self.https.is_some()
+    }
+}
+
 impl std::fmt::Debug for GitAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GitAuth")
@@ -469,7 +476,11 @@ pub fn checkout_submodules(
     on_progress: &mut dyn FnMut(&str),
 ) -> Result<SubmoduleReport, CloneError> {
     let mut report = SubmoduleReport::default();
-    let walk = Walk { mirrors_dir, auth };
+    let walk = Walk {
+        mirrors_dir,
+        auth,
+        project_server: ocore_proto::git_url::server(super_url),
+    };
     walk.submodules_of(
         mirror,
         sha,
@@ -486,6 +497,9 @@ pub fn checkout_submodules(
 struct Walk<'a> {
     mirrors_dir: &'a Path,
     auth: &'a GitAuth,
+    /// The project's server (`host[:port]`): its credentials and pinned host key are
+    /// used for submodules on that server only, never handed to another one.
+    project_server: Option<String>,
 }
 
 impl Walk<'_> {
@@ -546,6 +560,19 @@ impl Walk<'_> {
             }
             let sub_mirror = mirrors_dir.join(format!("{}.git", mirror_name(&url)));
             on_progress(&format!("submodule {shown}: fetching {}", redact_url(&url)));
+            let anonymous = GitAuth::default();
+            let server = ocore_proto::git_url::server(&url);
+            let auth = if server == self.project_server {
+                self.auth
+            } else {
+                if server.is_some() && self.auth.has_secret() {
+                    on_progress(&format!(
+                        "submodule {shown}: {} is not the project's server; fetching it without the project's credentials",
+                        server.as_deref().unwrap_or_default()
+                    ));
+                }
+                &anonymous
+            };
             let sub_repo_has = |m: &Path| {
                 Repository::open_bare(m)
                     .ok()
@@ -553,12 +580,12 @@ impl Walk<'_> {
                     .is_some()
             };
             if !sub_repo_has(&sub_mirror) {
-                let stats = fetch_mirror(&url, &sub_mirror, self.auth, |_| {})?;
+                let stats = fetch_mirror(&url, &sub_mirror, auth, |_| {})?;
                 report.fetched_objects += stats.received_objects;
                 if !sub_repo_has(&sub_mirror) {
                     // Not on any branch or tag: ask for the commit itself (servers that allow
                     // fetching reachable SHA-1s answer).
-                    let _ = fetch_commit(&url, &sub_mirror, oid, self.auth);
+                    let _ = fetch_commit(&url, &sub_mirror, oid, auth);
                 }
                 if !sub_repo_has(&sub_mirror) {
                     return Err(CloneError::MissingSubmoduleCommit {
@@ -788,6 +815,16 @@ mod tests {
         );
         assert!(same_key("ssh-ed25519 AAAA comment", "ssh-ed25519 AAAA"));
         assert!(!same_key("ssh-ed25519 AAAA", "ssh-rsa AAAA"));
+    }
+
+    #[test]
+    fn relative_submodules_are_on_the_project_server() {
+        let project = "ssh://git@git.example:2222/acme/shop.git";
+        let relative = resolve_submodule_url(project, "../tools.git");
+        assert_eq!(
+            ocore_proto::git_url::server(&relative),
+            ocore_proto::git_url::server(project)
+        );
     }
 
     #[test]

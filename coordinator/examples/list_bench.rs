@@ -83,7 +83,8 @@ fn seed(store_dir: &Path, n: usize) -> Result<Vec<String>> {
         name: "Bench".into(),
         repository_url: "https://git.example.invalid/bench.git".into(),
         addons_subpath: String::new(),
-        credentials_ref: None,
+        credentials: None,
+        ssh_host_key: None,
         created_at: now,
         updated_at: now,
     })?;
@@ -148,6 +149,7 @@ fn seed(store_dir: &Path, n: usize) -> Result<Vec<String>> {
                 commit_sha: format!("{:040x}", i),
                 commit_message: format!("Change number {i}"),
                 commit_author: "Bench Author".into(),
+                ssh_host_key: None,
             },
         }];
         for (k, name) in PIPELINE_STEPS.iter().enumerate() {

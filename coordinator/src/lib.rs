@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod dashboard;
 pub mod domain;
 pub mod https;

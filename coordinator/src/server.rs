@@ -57,6 +57,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         hub.clone(),
         Arc::new(Live::default()),
         metrics.clone(),
+        secrets.clone(),
         Backoff::default(),
         cancel.child_token(),
         tracker.clone(),

@@ -13,5 +13,6 @@ mod openapi;
 mod permissions;
 mod pipeline;
 mod queue;
+mod repoaccess;
 mod trust;
 mod webhooks;

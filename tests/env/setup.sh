@@ -7,11 +7,15 @@
 # Brings up, without systemd (CI's PID 1 is not systemd):
 #   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl
 #     chromium chromium-driver fonts-dejavu-core (the dashboard's headless-browser test);
-#     (docker.io too, only when no Docker Engine answers and dockerd is not installed);
+#     openssh-server fcgiwrap (the private-repository tests run their own sshd and
+#     git-http-backend); docker.io too, only when no Docker Engine answers and dockerd is
+#     not installed;
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
 #   - dockerd, only when `docker info` does not answer;
 #   - nginx: installed only, never started (tests run their own instances with -p/-c);
+#   - sshd and fcgiwrap (the private-repository tests' Git servers): installed only, never
+#     started (tests run their own on free ports); /run/sshd, which sshd needs, is created;
 #   - /var/lib/ocore-testenv/env: shell-sourceable exports the tests read.
 # Idempotent; a run with everything already up only checks (well under 2 s).
 # Run as root (CI does). As another user, an all-up environment is just checked; otherwise the
@@ -43,7 +47,9 @@ LOCK_FILE=$STATE_DIR/setup.lock
 POLICY_RC=/usr/sbin/policy-rc.d
 
 PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl
-          chromium chromium-driver fonts-dejavu-core)
+          chromium chromium-driver fonts-dejavu-core openssh-server fcgiwrap)
+SSHD=/usr/sbin/sshd
+SSHD_PRIVSEP=/run/sshd
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30
@@ -180,6 +186,15 @@ check_nginx() {
     return 1
 }
 
+# The system sshd is never started: tests run their own (own config, host key and port).
+check_sshd() {
+    [[ -x $SSHD && -x /usr/sbin/fcgiwrap && -x /usr/lib/git-core/git-http-backend ]] \
+        || { WHY="sshd, fcgiwrap or git-http-backend missing (packages openssh-server fcgiwrap git)"; return 1; }
+    [[ -d $SSHD_PRIVSEP ]] && return 0
+    WHY="sshd's privilege separation directory $SSHD_PRIVSEP is missing"
+    return 1
+}
+
 env_file_content() {
     cat <<EOF
 # oCore test environment, written by tests/env/setup.sh. Source it: . $ENV_FILE
@@ -202,7 +217,7 @@ check_env_file() {
 # Runs every check; prints one line per failure when $1 is "report". Returns 1 if any failed.
 check_all() {
     local failed=0 c
-    for c in check_packages check_docker check_pg check_registry check_nginx check_env_file; do
+    for c in check_packages check_docker check_pg check_registry check_nginx check_sshd check_env_file; do
         if ! $c; then
             failed=1
             [[ ${1:-} == report ]] && printf '%s: missing: %s\n' "$SELF" "$WHY" >&2
@@ -220,6 +235,7 @@ summary() {
     say "registry:   docker-registry pid ${REG_PID:-?} on $REG_ADDR, storage $REG_DIR, deletes on; log $REG_LOG"
     say "docker:     engine ${DOCKER_VERSION:-?} answers 'docker info'"
     say "nginx:      $NGINX (${NGINX_VERSION:-?}), not started (tests run their own)"
+    say "git:        $SSHD and fcgiwrap + git-http-backend installed, not started (tests run their own)"
     say "env:        $ENV_FILE"
     say "test environment ready$took"
 }
@@ -483,6 +499,13 @@ ensure_registry
 # --- nginx: installed and runnable; never started here ---
 
 check_nginx || die "$WHY; reinstall it: apt-get install --reinstall nginx"
+
+# --- sshd and fcgiwrap: installed; never started here. /run is emptied at boot. ---
+
+# Debian's postinst may have started the system sshd when no policy-rc.d blocked it; it is
+# left alone (the tests never use port 22).
+install -d -m 0755 "$SSHD_PRIVSEP"
+check_sshd || die "$WHY; reinstall them: apt-get install --reinstall openssh-server fcgiwrap git"
 
 # --- env file, and a last full check ---
 

@@ -46,6 +46,23 @@ pub fn configure_project(
     repository: &str,
     agent: &str,
 ) -> Result<()> {
+    configure_project_on(
+        coordinator,
+        project,
+        repository,
+        agent,
+        &format!("{agent}-prod"),
+    )
+}
+
+/// Like [`configure_project`], on the agent's declared instance `agent_instance`.
+pub fn configure_project_on(
+    coordinator: &Coordinator,
+    project: &str,
+    repository: &str,
+    agent: &str,
+    agent_instance: &str,
+) -> Result<()> {
     let env = format!("{project}-prod");
     coordinator.cli_json(&["project", "create", project, "--repository", repository])?;
     coordinator.cli_json(&[
@@ -66,7 +83,7 @@ pub fn configure_project(
         "--agent",
         agent,
         "--agent-instance",
-        &format!("{agent}-prod"),
+        agent_instance,
     ])?;
     coordinator.cli_json(&[
         "mapping",

@@ -236,6 +236,17 @@ impl AddonsRepo {
     pub fn url(&self) -> String {
         self.dir.display().to_string()
     }
+
+    /// Moves the submodule at `path` to `commit` (fetched from its origin) and commits
+    /// the bump; returns the new commit's SHA.
+    pub fn bump_submodule(&self, path: &str, commit: &str) -> Result<String> {
+        let sub = AddonsRepo {
+            dir: self.dir.join(path),
+        };
+        sub.git(&["fetch", "-q", "origin"])?;
+        sub.git(&["checkout", "-q", commit])?;
+        self.commit(&format!("bump {path}"))
+    }
 }
 
 /// One agent with one instance, its nginx, database and enrolment, ready to deploy.
@@ -256,6 +267,8 @@ pub struct Site {
 pub struct SiteOptions {
     pub step_timeout_secs: u64,
     pub health_timeout_secs: u64,
+    /// Extra environment of the agent process.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Default for SiteOptions {
@@ -263,6 +276,7 @@ impl Default for SiteOptions {
         Self {
             step_timeout_secs: 300,
             health_timeout_secs: 30,
+            agent_env: Vec::new(),
         }
     }
 }
@@ -280,6 +294,7 @@ impl Site {
         let password_file = dir.join("pg-password");
         std::fs::write(&password_file, &env.pg_password)?;
         let mut agent = TestAgent::new(dir, "web1")?;
+        agent.env.clone_from(&options.agent_env);
         let state = agent.dir.join("state");
         std::fs::write(
             &agent.config_path,

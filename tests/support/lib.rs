@@ -16,9 +16,11 @@ pub mod browser;
 pub mod deploy;
 pub mod fixture;
 pub mod grpc;
+pub mod remotes;
 
 pub use deploy::{
-    configure_project, git_repo, project_token, read_sse, step_status, wait_deployment,
+    configure_project, configure_project_on, git_repo, project_token, read_sse, step_status,
+    wait_deployment,
 };
 
 /// Default deadline for something the suite waits on.
@@ -436,6 +438,8 @@ pub struct TestAgent {
     pub config_path: PathBuf,
     pub daemon: Option<Daemon>,
     pub address: Option<String>,
+    /// Extra environment of `ocore-agent run` (e.g. `SSL_CERT_FILE` for a test CA).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestAgent {
@@ -458,6 +462,7 @@ impl TestAgent {
             config_path,
             daemon: None,
             address: None,
+            env: Vec::new(),
         })
     }
 
@@ -483,6 +488,7 @@ impl TestAgent {
     pub fn run(&mut self) -> Result<String> {
         let mut command = Command::new(bin("ocore-agent"));
         command.arg("run").arg("--config").arg(&self.config_path);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut daemon = Daemon::spawn(&format!("ocore-agent {}", self.name), command)?;
         let address = daemon.wait_log("listening on ")?;
         self.daemon = Some(daemon);

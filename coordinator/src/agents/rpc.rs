@@ -8,6 +8,7 @@ use futures_util::{Stream, StreamExt};
 use ocore_proto::v1;
 
 use super::{describe, AgentCallError, AgentHub, Refusal};
+use crate::credentials::{RepoAccess, RepoSecret};
 use crate::domain::{
     Color, DeployEvent, DeploymentStatus, EventKind, GitRef, Snapshot, SnapshotEstimate,
     SnapshotKind, SnapshotSettings, SnapshotState, StepStatus,
@@ -63,6 +64,8 @@ pub struct DeployCommand {
     pub reference: GitRef,
     pub snapshot_id: String,
     pub from_seq: u64,
+    /// Repository access, opened for this request only (its `Debug` hides the secret).
+    pub access: Option<RepoAccess>,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +175,7 @@ pub(crate) fn event(e: v1::DeployEvent) -> DeployEvent {
             commit_sha: c.commit_sha,
             commit_message: c.commit_message,
             commit_author: c.commit_author,
+            ssh_host_key: opt_text(c.ssh_host_key),
         },
         Some(Kind::Plan(p)) => EventKind::Plan {
             modules_to_update: p.modules_to_update,
@@ -220,6 +224,25 @@ fn snapshot(environment_id: &str, s: v1::Snapshot) -> Snapshot {
     }
 }
 
+/// The one conversion of repository access to the wire; it travels only over mTLS.
+fn credentials(access: &RepoAccess) -> v1::Credentials {
+    use v1::credentials::Kind;
+    v1::Credentials {
+        kind: access.secret.as_ref().map(|s| match s {
+            RepoSecret::SshKey {
+                private_key_openssh,
+            } => Kind::SshKey(v1::SshKey {
+                private_key_openssh: private_key_openssh.clone(),
+            }),
+            RepoSecret::HttpsToken { username, token } => Kind::HttpsToken(v1::HttpsToken {
+                username: username.clone(),
+                token: token.clone(),
+            }),
+        }),
+        known_host_key: access.known_host_key.clone().unwrap_or_default(),
+    }
+}
+
 fn event_stream(name: &str, stream: tonic::Streaming<v1::DeployEvent>) -> EventStream {
     let name = name.to_owned();
     Box::pin(stream.map(move |item| item.map(event).map_err(|s| call_error(&name, &s))))
@@ -242,7 +265,7 @@ impl AgentHub {
             repository: Some(v1::Repository {
                 url: cmd.repository_url.clone(),
                 addons_subpath: cmd.addons_subpath.clone(),
-                credentials: None,
+                credentials: cmd.access.as_ref().map(credentials),
                 project_id: cmd.project_id.clone(),
             }),
             reference: Some(v1::GitReference {

@@ -2,6 +2,7 @@
 //! errors become `{error: {code, message}}` responses.
 
 mod agents;
+mod credentials;
 mod deployments;
 mod enroll;
 mod environments;
@@ -95,6 +96,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(agents::endpoints());
     all.extend(tokens::endpoints());
     all.extend(projects::endpoints());
+    all.extend(credentials::endpoints());
     all.extend(environments::endpoints());
     all.extend(instances::endpoints());
     all.extend(deployments::endpoints());
@@ -234,6 +236,14 @@ impl From<StoreError> for ApiError {
 impl From<crate::domain::Invalid> for ApiError {
     fn from(e: crate::domain::Invalid) -> Self {
         ApiError::bad_request(e.0)
+    }
+}
+
+/// Generating or sealing a secret fails only on the coordinator's side (no randomness,
+/// a wrong key file): never the caller's fault.
+impl From<crate::credentials::CredentialsError> for ApiError {
+    fn from(e: crate::credentials::CredentialsError) -> Self {
+        ApiError::internal(e.to_string())
     }
 }
 

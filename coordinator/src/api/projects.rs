@@ -12,6 +12,7 @@ use super::{endpoint, Admin, ApiError, Auth, Body, Endpoint, PathParam, SharedSt
 use crate::domain::{now_ms, rfc3339_ms, validate_name, validate_slug, BranchMapping, Project};
 use crate::domain::{validate_addons_subpath, validate_ref_name, validate_repository_url};
 use crate::store::StoreError;
+use ocore_proto::git_url;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -46,7 +47,6 @@ struct CreateProject {
     repository_url: String,
     #[serde(default)]
     addons_subpath: String,
-    credentials_ref: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +55,6 @@ struct UpdateProject {
     name: Option<String>,
     repository_url: Option<String>,
     addons_subpath: Option<String>,
-    credentials_ref: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +69,9 @@ pub fn view(p: &Project) -> Value {
         "name": p.name,
         "repositoryUrl": p.repository_url,
         "addonsSubpath": p.addons_subpath,
-        "credentialsRef": p.credentials_ref,
+        // Only public halves: see `credentials.rs`.
+        "credentials": super::credentials::summary(p.credentials.as_ref()),
+        "sshHostKey": super::credentials::host_key_view(p.ssh_host_key.as_ref()),
         "createdAt": rfc3339_ms(p.created_at),
         "updatedAt": rfc3339_ms(p.updated_at),
     })
@@ -78,13 +79,6 @@ pub fn view(p: &Project) -> Value {
 
 fn mapping_view(m: &BranchMapping) -> Value {
     json!({"projectId": m.project_id, "branch": m.branch, "environmentId": m.environment_id})
-}
-
-fn check_credentials_ref(r: &Option<String>) -> Result<(), ApiError> {
-    if let Some(r) = r {
-        validate_name("credentialsRef", r)?;
-    }
-    Ok(())
 }
 
 /// The project, for a caller allowed to see it: 403 for others whether or not it exists.
@@ -125,14 +119,14 @@ async fn create(
     validate_name("name", &name)?;
     validate_repository_url(&body.repository_url)?;
     validate_addons_subpath(&body.addons_subpath)?;
-    check_credentials_ref(&body.credentials_ref)?;
     let now = now_ms();
     let project = Project {
         id: body.id,
         name,
         repository_url: body.repository_url,
         addons_subpath: body.addons_subpath.trim_end_matches('/').to_owned(),
-        credentials_ref: body.credentials_ref,
+        credentials: None,
+        ssh_host_key: None,
         created_at: now,
         updated_at: now,
     };
@@ -164,19 +158,19 @@ async fn update(
     if let Some(s) = &body.addons_subpath {
         validate_addons_subpath(s)?;
     }
-    check_credentials_ref(&body.credentials_ref)?;
     let project = state.store.update_project(&id, &mut |p| {
         if let Some(n) = &body.name {
             p.name.clone_from(n);
         }
         if let Some(u) = &body.repository_url {
+            // A key pinned for one server says nothing about another.
+            if git_url::server(u) != git_url::server(&p.repository_url) {
+                p.ssh_host_key = None;
+            }
             p.repository_url.clone_from(u);
         }
         if let Some(s) = &body.addons_subpath {
             p.addons_subpath = s.trim_end_matches('/').to_owned();
-        }
-        if body.credentials_ref.is_some() {
-            p.credentials_ref.clone_from(&body.credentials_ref);
         }
         p.updated_at = now_ms();
         Ok(())

@@ -22,8 +22,8 @@ use super::{endpoint, require, ApiError, Auth, Endpoint, PathParam, QueryParams,
 use crate::auth::Permission;
 use crate::config::WebhooksConfig;
 use crate::domain::{
-    now_ms, rfc3339_ms, secret_context, shorten, validate_slug, Delivery, DeploymentStatus, GitRef,
-    KeptRequest, Outcome, Project, Provider, TriggerType, WebhookSecret,
+    now_ms, rfc3339_ms, shorten, validate_slug, webhook_secret_context, Delivery, DeploymentStatus,
+    GitRef, KeptRequest, Outcome, Project, Provider, TriggerType, WebhookSecret,
 };
 use crate::webhooks::{self, Envelope, Event, Parsed, RateLimit, RateLimiter, RefKind, RefUpdate};
 
@@ -296,7 +296,7 @@ async fn receive(
     let verified = {
         let plain = state
             .secrets
-            .open_text(&secret_context(&project), &secret.sealed)
+            .open_text(&webhook_secret_context(&project), &secret.sealed)
             .map_err(|e| {
                 ApiError::internal(format!(
                     "cannot open the webhook secret of project {project}: {e}"
@@ -633,7 +633,7 @@ async fn reconfigure(
         project_id: project.clone(),
         sealed: state
             .secrets
-            .seal(&secret_context(&project), secret.as_bytes())
+            .seal(&webhook_secret_context(&project), secret.as_bytes())
             .map_err(secret_error)?,
         created_at: now_ms(),
     };

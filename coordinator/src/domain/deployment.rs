@@ -291,6 +291,7 @@ impl Deployment {
                 commit_sha,
                 commit_message,
                 commit_author,
+                ..
             } => {
                 self.commit_sha = Some(commit_sha.clone());
                 self.commit_message = Some(commit_message.clone());

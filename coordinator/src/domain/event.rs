@@ -41,6 +41,10 @@ pub enum EventKind {
         commit_sha: String,
         commit_message: String,
         commit_author: String,
+        /// The SSH host key the remote presented (public; pinned for the project on first
+        /// use). Absent for other transports.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ssh_host_key: Option<String>,
     },
     #[serde(rename_all = "camelCase")]
     Plan {

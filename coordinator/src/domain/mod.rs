@@ -2,12 +2,17 @@
 //! event logs, snapshots and webhook deliveries, with the validation rules and the pure
 //! state transitions the API, the store and the dispatcher share. Nothing here does I/O.
 
+mod credentials;
 mod deployment;
 mod event;
 mod project;
 mod snapshot;
 mod webhook;
 
+pub use credentials::{
+    host_key_fingerprint, repository_secret_context, validate_token, PinnedHostKey,
+    RepositoryCredentials, DEFAULT_TOKEN_USERNAME,
+};
 pub use deployment::{
     Deployment, DeploymentStatus, GitRef, Plan, RollbackTarget, Step, StepStatus, TriggerType,
     PIPELINE_STEPS,
@@ -19,8 +24,8 @@ pub use project::{
 };
 pub use snapshot::{Snapshot, SnapshotEstimate, SnapshotKind, SnapshotState};
 pub use webhook::{
-    secret_context, Delivery, KeptRequest, Outcome, Provider, WebhookSecret, MAX_DELIVERIES,
-    MAX_KEPT_REQUESTS, MAX_KEPT_REQUEST_BYTES,
+    webhook_secret_context, Delivery, KeptRequest, Outcome, Provider, WebhookSecret,
+    MAX_DELIVERIES, MAX_KEPT_REQUESTS, MAX_KEPT_REQUEST_BYTES,
 };
 
 use time::OffsetDateTime;

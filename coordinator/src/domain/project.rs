@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{shorten, Invalid};
+use super::{shorten, Invalid, PinnedHostKey, RepositoryCredentials};
 
 pub const DEFAULT_KEEP_LAST: u32 = 10;
 pub const DEFAULT_KEEP_DAYS: u32 = 30;
@@ -18,10 +18,14 @@ pub struct Project {
     /// Folder of the repository holding the addons, relative; empty for the root.
     #[serde(default)]
     pub addons_subpath: String,
-    /// Name of the stored credentials used to fetch the repository. A placeholder until
-    /// deploy keys and HTTPS tokens land; nothing is sent to agents yet.
-    #[serde(default)]
-    pub credentials_ref: Option<String>,
+    /// The deploy key or HTTPS token the agent fetches with (secret half sealed); `None`
+    /// for a public repository. Records written before it held `credentialsRef`, a
+    /// placeholder that was never used, which is ignored on reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<RepositoryCredentials>,
+    /// The SSH host key pinned on the first deploy over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<PinnedHostKey>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -119,6 +123,17 @@ pub fn validate_repository_url(url: &str) -> Result<(), Invalid> {
             .any(|s| url.starts_with(s) && url.len() > s.len())
             || scp_like
             || url.starts_with('/'));
+    let carries_password = ["https://", "http://"].iter().any(|s| {
+        url.strip_prefix(s)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    });
+    if carries_password {
+        return Err(Invalid(
+            "repositoryUrl must not carry a password or token; store it with `ocore project set-token` (PUT /api/projects/{projectId}/credentials/https-token), which keeps it sealed".to_owned(),
+        ));
+    }
     if ok {
         Ok(())
     } else {
@@ -185,6 +200,7 @@ mod tests {
             "ssh://git@gitlab.example.com/acme/addons",
             "file:///srv/git/addons",
             "/srv/git/addons.git",
+            "https://ci@gitlab.example.com/acme/addons.git",
         ] {
             assert!(validate_repository_url(ok).is_ok(), "{ok}");
         }
@@ -198,6 +214,12 @@ mod tests {
         ] {
             assert!(validate_repository_url(bad).is_err(), "{bad}");
         }
+        let err = validate_repository_url("https://ci:ghp_s3cret@github.com/acme/a.git")
+            .expect_err("a token in the URL");
+        assert!(
+            err.0.contains("set-token") && !err.0.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl KeptRequest {
 }
 
 /// A project's webhook secret, sealed by `secrets::SecretBox` with the context
-/// [`secret_context`]. The plaintext is shown once, by reconfigure.
+/// [`webhook_secret_context`]. The plaintext is shown once, by reconfigure.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookSecret {
@@ -161,7 +161,7 @@ pub struct WebhookSecret {
 
 /// The sealing context of a project's webhook secret: a sealed secret copied to another
 /// project does not open.
-pub fn secret_context(project: &str) -> String {
+pub fn webhook_secret_context(project: &str) -> String {
     format!("project/{project}/webhook")
 }
 

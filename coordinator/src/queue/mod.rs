@@ -24,11 +24,13 @@ use tokio_util::task::TaskTracker;
 use crate::agents::{
     AgentCallError, AgentHub, DeployCommand, EventStream, LinkState, Refusal, RollbackCommand,
 };
+use crate::credentials::RepoAccess;
 use crate::domain::{
     now_ms, Deployment, DeploymentStatus, EventKind, GitRef, Instance, Snapshot, SnapshotKind,
     SnapshotState,
 };
 use crate::metrics::Metrics;
+use crate::secrets::SecretBox;
 use crate::store::{Store, StoreError};
 
 /// How long a waiting deployment waits before trying its agent again.
@@ -74,6 +76,8 @@ pub struct Dispatcher {
     hub: Arc<AgentHub>,
     live: Arc<Live>,
     metrics: Arc<Metrics>,
+    /// Opens a project's repository secret for each Deploy request, and only then.
+    secrets: Arc<SecretBox>,
     backoff: Backoff,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -87,11 +91,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         hub: Arc<AgentHub>,
         live: Arc<Live>,
         metrics: Arc<Metrics>,
+        secrets: Arc<SecretBox>,
         backoff: Backoff,
         cancel: CancellationToken,
         tracker: TaskTracker,
@@ -101,6 +107,7 @@ impl Dispatcher {
             hub,
             live,
             metrics,
+            secrets,
             backoff,
             cancel,
             tracker,
@@ -357,6 +364,14 @@ impl Dispatcher {
             let opened = if d.status == DeploymentStatus::Running {
                 self.hub.attach(&agent, id, d.last_seq + 1).await
             } else {
+                let access = match self.repository_access(&d) {
+                    Ok(access) => access,
+                    Err(e) => {
+                        // Retrying cannot help: the key file or the stored record is wrong.
+                        self.close(&d, DeploymentStatus::Failed, e.to_string())?;
+                        return Ok(());
+                    }
+                };
                 if !d.dispatched {
                     let marked = self.store.update_deployment(id, &mut |d| {
                         if d.status != DeploymentStatus::Queued || d.cancel_requested {
@@ -371,7 +386,7 @@ impl Dispatcher {
                         Err(e) => return Err(e),
                     }
                 }
-                self.send(&agent, &instance, &d).await?
+                self.send(&agent, &instance, &d, access).await?
             };
             match opened {
                 Ok(stream) => {
@@ -474,6 +489,7 @@ impl Dispatcher {
         agent: &str,
         instance: &Instance,
         d: &Deployment,
+        access: Option<RepoAccess>,
     ) -> Result<Result<EventStream, AgentCallError>, StoreError> {
         if let Some(target) = &d.rollback {
             let cmd = RollbackCommand {
@@ -506,8 +522,65 @@ impl Dispatcher {
             },
             snapshot_id: d.planned_snapshot_id.clone(),
             from_seq: d.last_seq + 1,
+            access,
         };
         Ok(self.hub.deploy(agent, &cmd).await)
+    }
+
+    /// The project's repository access for one Deploy request (nothing for a rollback,
+    /// which fetches nothing). The plaintext lives only until the request is sent.
+    fn repository_access(
+        &self,
+        d: &Deployment,
+    ) -> Result<Option<RepoAccess>, crate::credentials::CredentialsError> {
+        if d.rollback.is_some() {
+            return Ok(None);
+        }
+        match self.store.project(&d.project_id) {
+            Ok(Some(project)) => crate::credentials::open_for_deploy(&self.secrets, &project),
+            // A missing project is reported by `send`; a store error by the next read.
+            _ => Ok(None),
+        }
+    }
+
+    /// Pins the SSH host key the agent reports for the project, on first use only: while
+    /// a key is pinned the agent refuses any other, so a different key here means an
+    /// operator forgot the pin meanwhile, and the next deploy pins afresh.
+    fn pin_host_key(&self, d: &Deployment, key: &str) {
+        let Some(fingerprint) = crate::domain::host_key_fingerprint(key) else {
+            tracing::warn!(deployment = %d.id, "agent reported a malformed SSH host key; not pinned");
+            return;
+        };
+        let mut pinned = false;
+        let result = self.store.update_project(&d.project_id, &mut |p| {
+            pinned = false;
+            if p.ssh_host_key.is_none() {
+                p.ssh_host_key = Some(crate::domain::PinnedHostKey {
+                    key: key.to_owned(),
+                    fingerprint: fingerprint.clone(),
+                    pinned_at: now_ms(),
+                });
+                pinned = true;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(_) if pinned => tracing::info!(
+                project = %d.project_id,
+                "pinned the SSH host key of the repository on first use: {fingerprint}"
+            ),
+            Ok(p) => {
+                if let Some(other) = p.ssh_host_key.filter(|k| k.fingerprint != fingerprint) {
+                    tracing::warn!(
+                        project = %d.project_id,
+                        "deployment {} reported SSH host key {fingerprint}, but {} is pinned; the pin stays",
+                        d.id,
+                        other.fingerprint
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(project = %d.project_id, "cannot pin the SSH host key: {e}"),
+        }
     }
 
     /// Stores the stream's events until the deployment finishes or the stream breaks.
@@ -587,6 +660,10 @@ impl Dispatcher {
                     tracing::warn!(deployment = %d.id, "cannot record snapshot {snapshot_id}: {e}");
                 }
             }
+            EventKind::Commit {
+                ssh_host_key: Some(key),
+                ..
+            } => self.pin_host_key(d, key),
             _ => {}
         }
     }
