@@ -355,7 +355,7 @@ pub fn stored_repository_secret(
         let record = store.project(project)?.context("project not stored")?;
         let credentials = record.credentials.context("project has no credentials")?;
         Ok(secrets.open_text(
-            &ocore::domain::secret_context(project),
+            &ocore::domain::repository_secret_context(project),
             credentials.secret(),
         )?)
     })();
