@@ -228,7 +228,8 @@ mod tests {
                 name: id.into(),
                 repository_url: "/srv/shop".into(),
                 addons_subpath: String::new(),
-                credentials_ref: None,
+                credentials: None,
+                ssh_host_key: None,
                 created_at: 0,
                 updated_at: 0,
             })?;
