@@ -5,9 +5,10 @@
 #   tests/env/setup.sh --check   only check; exit non-zero naming what is missing
 #
 # Brings up, without systemd (CI's PID 1 is not systemd):
-#   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl,
-#     and for the packaging checks dpkg-dev binutils rpm lintian rpmlint adduser man-db
-#     systemd debootstrap (docker.io too, only when no Docker Engine answers and dockerd is not installed);
+#   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl
+#     (docker.io too, only when no Docker Engine answers and dockerd is not installed), and
+#     for the packaging checks dpkg-dev binutils rpm lintian rpmlint adduser man-db systemd
+#     mmdebstrap;
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
 #   - dockerd, only when `docker info` does not answer;
@@ -43,9 +44,9 @@ LOCK_FILE=$STATE_DIR/setup.lock
 POLICY_RC=/usr/sbin/policy-rc.d
 
 PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl)
-# For tests/packaging/check.sh: building, linting and installing the debs and rpms, and the
-# Debian root file system of its systemd container.
-PACKAGES+=(dpkg-dev binutils rpm lintian rpmlint adduser man-db systemd debootstrap)
+# For tests/packaging/check.sh: building, linting and installing the debs and rpms,
+# systemd-analyze, and the Debian root file system of its systemd container.
+PACKAGES+=(dpkg-dev binutils rpm lintian rpmlint adduser man-db systemd mmdebstrap)
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
 # Checks the oCore packages end to end on a Debian host, as root:
 #
-#   tests/packaging/check.sh                  packages the release binaries
-#   tests/packaging/check.sh --profile dev    packages the debug binaries (tests/run.sh)
+#   tests/packaging/check.sh                        packages the release binaries
+#   tests/packaging/check.sh --profile dev          packages the debug binaries (tests/run.sh)
+#   tests/packaging/check.sh [...] --systemd        also runs the debs under a real systemd
+#                                                   (tests/packaging/systemd.sh; Docker)
 #
-# Builds them (packaging/build.sh, given the same arguments), lints the debs (lintian) and the rpms (rpmlint),
-# verifies both systemd units and scores their hardening, then installs, runs, removes and
-# purges the ocore deb, installs, removes and purges the ocore-agent deb, and installs,
-# upgrades and erases both rpms (with rpm itself, to run their scriptlets), checking what
-# each step must create and keep. Installs the tools it needs with apt-get when missing.
+# Builds the packages (packaging/build.sh, given the other arguments), lints the debs
+# (lintian) and the rpms (rpmlint), verifies both systemd units and scores their hardening,
+# then installs, runs, removes and purges the ocore deb, installs, removes and purges the
+# ocore-agent deb, and installs, upgrades and erases both rpms (with rpm itself, to run
+# their scriptlets), checking what each step must create and keep. Installs the tools it
+# needs with apt-get when missing (tests/env/setup.sh installs them for the test suite).
 # Safe to run again: it first purges what an interrupted run may have left (the packages,
 # the ocore user, /var/lib/ocore and /var/lib/ocore-agent), so do not run it on a host
 # whose oCore installation you want to keep. Ends with one line
 # `packaging: N passed, M failed` and exits non-zero if anything failed.
 set -uo pipefail
 
-build_args=("$@")
+# --systemd adds tests/packaging/systemd.sh; every other argument goes to packaging/build.sh.
+with_systemd=no
+build_args=()
+for arg in "$@"; do
+    if [ "$arg" = --systemd ]; then with_systemd=yes; else build_args+=("$arg"); fi
+done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root" || exit 1
@@ -50,7 +58,8 @@ abort() {
     summary
     exit 1
 }
-section() { printf '\n== %s\n' "$1"; }
+# Each section's header says when it started, to show where the time goes.
+section() { printf '\n== %s (at %ss)\n' "$1" "$((SECONDS - started))"; }
 
 # Asserts `stat` of PATH prints MODE OWNER GROUP.
 has_mode() {
@@ -96,6 +105,8 @@ chmod 0711 "$scratch"
 coordinator_pid=
 cleanup() {
     [ -n "$coordinator_pid" ] && kill -KILL "$coordinator_pid" 2>/dev/null
+    # The systemd container of tests/packaging/systemd.sh, if it was started.
+    [ -n "${systemd_container:-}" ] && docker rm -f "$systemd_container" >/dev/null 2>&1
     rm -rf "$scratch"
 }
 trap cleanup EXIT
@@ -150,7 +161,10 @@ check "ocore deb: zsh completion" \
 check "ocore deb: fish completion" \
     deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/ocore.fish"
 check "ocore deb: copyright" deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/doc/ocore/copyright"
-check "ocore deb: depends on adduser" sh -c "dpkg-deb -f '$deb_ocore' Depends | grep -q adduser"
+check "ocore deb: depends on adduser (postinst) and procps (the unit's /bin/kill)" \
+    sh -c "dpkg-deb -f '$deb_ocore' Depends | grep -q ', adduser, procps$'"
+check "ocore-agent deb: depends on procps (the unit's /bin/kill)" \
+    sh -c "dpkg-deb -f '$deb_agent' Depends | grep -q ', procps$'"
 check "ocore-agent deb: binary in /usr/bin" \
     deb_has "$deb_agent" "-rwxr-xr-x root/root ./usr/bin/ocore-agent"
 check "ocore-agent deb: unit in /lib/systemd/system" \
@@ -191,7 +205,7 @@ check "ocore rpm: man page and completions" sh -c "rpm -qlp '$rpm_ocore' | grep 
     -e '^/usr/share/zsh/site-functions/_ocore$' -e '^/usr/share/fish/vendor_completions.d/ocore.fish$' \
     | grep -qx 4"
 check "ocore rpm: /var/lib/ocore 0750 ocore:ocore" rpm_has "$rpm_ocore" "/var/lib/ocore 0750 ocore ocore 0"
-check "ocore rpm: requires shadow-utils (or SUSE's shadow) and util-linux for its scriptlets" sh -c \
+check "ocore rpm: requires shadow-utils (or SUSE's shadow) and util-linux (scriptlets, /bin/kill)" sh -c \
     "rpm -qp --requires '$rpm_ocore' | grep -qx '(shadow-utils or shadow)' && rpm -qp --requires '$rpm_ocore' | grep -qx util-linux"
 # scriptlet_is RPM TAG FILE: the scriptlet TAG (PREIN, POSTIN, PREUN, POSTUN) of RPM is FILE.
 scriptlet_is() { diff <(rpm -qp --qf "%{$2}\n" "$1" 2>/dev/null) "$3"; }
@@ -202,6 +216,8 @@ done
 check "ocore-agent rpm: config 0640 root:root, %config(noreplace)" \
     sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\n]' '$rpm_agent' \
         | grep -qx '/etc/ocore/agent.toml -rw-r----- root:root cn'"
+check "ocore-agent rpm: requires util-linux (the unit's /bin/kill)" \
+    sh -c "rpm -qp --requires '$rpm_agent' | grep -qx util-linux"
 check "ocore-agent rpm: binary in /usr/bin" rpm_has "$rpm_agent" "/usr/bin/ocore-agent 0755 root root 0"
 check "ocore-agent rpm: unit in /usr/lib/systemd/system" \
     rpm_has "$rpm_agent" "/usr/lib/systemd/system/ocore-agent.service 0644 root root 0"
@@ -411,6 +427,14 @@ userdel ocore 2>/dev/null
 getent group ocore >/dev/null && groupdel ocore
 rm -rf /var/lib/ocore /var/lib/ocore-agent
 rmdir /etc/ocore 2>/dev/null
+
+# The units under a real systemd, in a container (this host's PID 1 is not systemd).
+if [ "$with_systemd" = yes ]; then
+    # shellcheck source=tests/packaging/systemd.sh
+    . "$root/tests/packaging/systemd.sh"
+else
+    printf '\n(not run: the units under a real systemd; add --systemd)\n'
+fi
 
 section "summary"
 summary
