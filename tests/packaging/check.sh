@@ -254,6 +254,28 @@ printf '%s\n' "$lint_output" | sed 's/^/      /'
 if [ "$lint_status" -eq 0 ]; then pass "rpmlint: no error in the rpms"
 else fail "rpmlint: no error in the rpms (exit $lint_status)"; fi
 
+section "systemd units: what the issue asks of them"
+# unit_has UNIT LINE...: UNIT has each LINE, exactly.
+unit_has() {
+    local unit=$1 line absent=0
+    shift
+    for line in "$@"; do
+        grep -qxF -e "$line" "$unit" || { echo "$unit has no line '$line'"; absent=1; }
+    done
+    return "$absent"
+}
+for unit in systemd/ocore.service systemd/ocore-agent.service; do
+    # shellcheck disable=SC2016 # $MAINPID is the unit's, not ours
+    check "$unit: notifies readiness, restarts on failure, reloads on SIGHUP" unit_has "$unit" \
+        Type=notify NotifyAccess=main Restart=on-failure 'ExecReload=/bin/kill -HUP $MAINPID'
+done
+check "systemd/ocore.service: dedicated user, strict file system, no privileges" \
+    unit_has systemd/ocore.service User=ocore Group=ocore ProtectSystem=strict PrivateTmp=yes \
+    NoNewPrivileges=yes CapabilityBoundingSet= AmbientCapabilities= StateDirectory=ocore
+check "systemd/ocore-agent.service: capability bounding, private /tmp, no new privileges" \
+    unit_has systemd/ocore-agent.service NoNewPrivileges=yes PrivateTmp=yes StateDirectory=ocore-agent \
+    'CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_KILL'
+
 section "systemd units: hardening"
 exposure() {
     systemd-analyze security --offline=true --no-pager "$1" 2>/dev/null \

@@ -1,5 +1,7 @@
+# shellcheck shell=bash
 # The debs under a real systemd: sourced by tests/packaging/check.sh (its helpers and
 # counters), after the packages are built and checked on this host.
+# shellcheck disable=SC2154 # scratch, out, deb_ocore, deb_agent, ... are check.sh's
 #
 # This host's PID 1 is not systemd, so the units are started in a container whose PID 1 is
 # systemd: a Debian 12 root file system made by mmdebstrap (a faster debootstrap) from this
@@ -34,10 +36,12 @@ build_systemd_image() {
     if ! command -v mmdebstrap >/dev/null; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null || return 1
     fi
-    # Nothing in the container needs a console, udev, the network or apt's timers.
+    # Nothing in the container needs a console, udev, the network or apt's timers. (The
+    # hook is a shell command of mmdebstrap's; $1 is the root file system.)
     masks='for unit in getty.target console-getty.service systemd-udevd.service'
     masks+=' systemd-udev-trigger.service systemd-networkd.service systemd-resolved.service'
     masks+=' systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer; do'
+    # shellcheck disable=SC2016
     masks+=' ln -sf /dev/null "$1/etc/systemd/system/$unit"; done'
     echo "mmdebstrap bookworm from $mirror"
     mmdebstrap --variant=essential --include=systemd,systemd-sysv,adduser,procps \
