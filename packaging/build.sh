@@ -11,10 +11,9 @@
 # (stage(), below: the one list of what each package contains), then builds the debs with
 # dpkg-deb (control files and maintainer scripts in packaging/deb/) and the rpms with
 # rpmbuild (spec files and scriptlets in packaging/rpm/). The profile changes only which
-# binaries go in and how hard the packages are compressed; every file, script and field
-# in them is the same. The packages are written
-# to target/packaging/out/. The version is the workspace's (`[workspace.package] version`),
-# with package revision 1.
+# binaries go in and how hard the packages are compressed; every other file, script and
+# field in them is the same. The packages are written to target/packaging/out/. The
+# version is the workspace's (`[workspace.package] version`), with package revision 1.
 # Needs: a Rust toolchain, dpkg-deb and dpkg-shlibdeps (dpkg-dev), rpmbuild (rpm),
 # strip (binutils) and gzip.
 set -euo pipefail
@@ -25,9 +24,13 @@ while [ $# -gt 0 ]; do
     case $1 in
     --profile) profile=${2:?--profile needs a Cargo profile name}; shift 2 ;;
     --profile=*) profile=${1#--profile=}; shift ;;
-    *) echo "usage: packaging/build.sh [--profile release|dev]" >&2; exit 64 ;;
+    *) profile=usage; break ;;
     esac
 done
+case $profile in
+release | dev) ;;
+*) echo "usage: packaging/build.sh [--profile release|dev]" >&2; exit 64 ;;
+esac
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
