@@ -99,6 +99,12 @@ purge_leftovers() {
 }
 
 [ "$(id -u)" -eq 0 ] || abort "runs as root (it installs packages)"
+# One run at a time on a host: runs install and purge the same packages and user.
+exec 9>/run/ocore-packaging-check.lock
+if ! flock -n 9; then
+    echo "waiting for another tests/packaging/check.sh on this host to finish"
+    flock 9
+fi
 scratch=$(mktemp -d /tmp/ocore-packaging.XXXXXX)
 # The coordinator runs as ocore from a directory below this one.
 chmod 0711 "$scratch"
