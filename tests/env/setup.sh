@@ -8,8 +8,9 @@
 #   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl
 #     chromium chromium-driver fonts-dejavu-core (the dashboard's headless-browser test);
 #     openssh-server fcgiwrap (the private-repository tests run their own sshd and
-#     git-http-backend); docker.io too, only when no Docker Engine answers and dockerd is
-#     not installed;
+#     git-http-backend); for the packaging checks dpkg-dev binutils rpm lintian rpmlint
+#     adduser man-db systemd mmdebstrap; docker.io too, only when no Docker Engine answers
+#     and dockerd is not installed;
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
 #   - dockerd, only when `docker info` does not answer;
@@ -50,6 +51,9 @@ PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl
           chromium chromium-driver fonts-dejavu-core openssh-server fcgiwrap)
 SSHD=/usr/sbin/sshd
 SSHD_PRIVSEP=/run/sshd
+# For tests/packaging/check.sh: building, linting and installing the debs and rpms,
+# systemd-analyze, and the Debian root file system of its systemd container.
+PACKAGES+=(dpkg-dev binutils rpm lintian rpmlint adduser man-db systemd mmdebstrap)
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30

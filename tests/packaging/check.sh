@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Checks the oCore packages end to end on a Debian host, as root:
 #
-#   tests/packaging/check.sh
+#   tests/packaging/check.sh                        packages the release binaries
+#   tests/packaging/check.sh --profile dev          packages the debug binaries (tests/run.sh)
+#   tests/packaging/check.sh [...] --systemd        also runs the debs under a real systemd
+#                                                   (tests/packaging/systemd.sh; Docker)
 #
-# Builds them (packaging/build.sh), lints the debs (lintian) and the rpms (rpmlint),
-# verifies both systemd units and scores their hardening, then installs, runs, removes and
-# purges the ocore deb, installs, removes and purges the ocore-agent deb, and installs,
-# upgrades and erases both rpms (with rpm itself, to run their scriptlets), checking what
-# each step must create and keep. Installs the tools it needs with apt-get when missing.
+# Builds the packages (packaging/build.sh, given the other arguments), lints the debs
+# (lintian) and the rpms (rpmlint), verifies both systemd units and scores their hardening,
+# then installs, runs, removes and purges the ocore deb, installs, removes and purges the
+# ocore-agent deb, and installs, upgrades and erases both rpms (with rpm itself, to run
+# their scriptlets), checking what each step must create and keep. Installs the tools it
+# needs with apt-get when missing (tests/env/setup.sh installs them for the test suite).
 # Safe to run again: it first purges what an interrupted run may have left (the packages,
 # the ocore user, /var/lib/ocore and /var/lib/ocore-agent), so do not run it on a host
 # whose oCore installation you want to keep. Ends with one line
 # `packaging: N passed, M failed` and exits non-zero if anything failed.
 set -uo pipefail
+
+# --systemd adds tests/packaging/systemd.sh; every other argument goes to packaging/build.sh.
+with_systemd=no
+build_args=()
+for arg in "$@"; do
+    if [ "$arg" = --systemd ]; then with_systemd=yes; else build_args+=("$arg"); fi
+done
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root" || exit 1
@@ -47,7 +58,8 @@ abort() {
     summary
     exit 1
 }
-section() { printf '\n== %s\n' "$1"; }
+# Each section's header says when it started, to show where the time goes.
+section() { printf '\n== %s (at %ss)\n' "$1" "$((SECONDS - started))"; }
 
 # Asserts `stat` of PATH prints MODE OWNER GROUP.
 has_mode() {
@@ -87,19 +99,27 @@ purge_leftovers() {
 }
 
 [ "$(id -u)" -eq 0 ] || abort "runs as root (it installs packages)"
+# One run at a time on a host: runs install and purge the same packages and user.
+exec 9>/run/ocore-packaging-check.lock
+if ! flock -n 9; then
+    echo "waiting for another tests/packaging/check.sh on this host to finish"
+    flock 9
+fi
 scratch=$(mktemp -d /tmp/ocore-packaging.XXXXXX)
 # The coordinator runs as ocore from a directory below this one.
 chmod 0711 "$scratch"
 coordinator_pid=
 cleanup() {
     [ -n "$coordinator_pid" ] && kill -KILL "$coordinator_pid" 2>/dev/null
+    # The systemd container of tests/packaging/systemd.sh, if it was started.
+    [ -n "${systemd_container:-}" ] && docker rm -f "$systemd_container" >/dev/null 2>&1
     rm -rf "$scratch"
 }
 trap cleanup EXIT
 
 section "tools"
 declare -A tool_package=(
-    [lintian]=lintian [rpmlint]=rpmlint [rpm]=rpm [systemd-analyze]=systemd
+    [lintian]=lintian [rpmlint]=rpmlint [rpm]=rpm [rpmbuild]=rpm [systemd-analyze]=systemd
     [dpkg-shlibdeps]=dpkg-dev [strip]=binutils [adduser]=adduser [man]=man-db
     [setpriv]=util-linux [gzip]=gzip [curl]=curl
 )
@@ -118,8 +138,8 @@ pass "tools present: ${!tool_package[*]}"
 
 section "build"
 build_started=$SECONDS
-packaging/build.sh || abort "packaging/build.sh"
-pass "packaging/build.sh built the packages in $((SECONDS - build_started))s"
+packaging/build.sh "${build_args[@]}" || abort "packaging/build.sh ${build_args[*]}"
+pass "packaging/build.sh ${build_args[*]} built the packages in $((SECONDS - build_started))s"
 version=$(cargo pkgid -p ocore | sed 's/.*[#@]//')
 deb_ocore=$out/ocore_${version}-1_amd64.deb
 deb_agent=$out/ocore-agent_${version}-1_amd64.deb
@@ -134,30 +154,47 @@ ls -l "$out"
 section "deb contents"
 deb_has() { dpkg-deb -c "$1" | awk '{print $1, $2, $6}' | grep -qxF -e "$2" || {
     echo "$1 has no entry '$2':"; dpkg-deb -c "$1"; return 1; }; }
-check "ocore deb: binary in /usr/bin" deb_has "$deb_ocore" "-rwxr-xr-x 0/0 ./usr/bin/ocore"
+check "ocore deb: binary in /usr/bin" deb_has "$deb_ocore" "-rwxr-xr-x root/root ./usr/bin/ocore"
 check "ocore deb: unit in /lib/systemd/system" \
-    deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./lib/systemd/system/ocore.service"
-check "ocore deb: config 0640" deb_has "$deb_ocore" "-rw-r----- 0/0 ./etc/ocore/coordinator.toml"
+    deb_has "$deb_ocore" "-rw-r--r-- root/root ./lib/systemd/system/ocore.service"
+check "ocore deb: config 0640" deb_has "$deb_ocore" "-rw-r----- root/root ./etc/ocore/coordinator.toml"
 check "ocore deb: gzipped man page" \
-    deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./usr/share/man/man1/ocore.1.gz"
+    deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/man/man1/ocore.1.gz"
 check "ocore deb: bash completion" \
-    deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./usr/share/bash-completion/completions/ocore"
+    deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/bash-completion/completions/ocore"
 check "ocore deb: zsh completion" \
-    deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./usr/share/zsh/vendor-completions/_ocore"
+    deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_ocore"
 check "ocore deb: fish completion" \
-    deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./usr/share/fish/vendor_completions.d/ocore.fish"
-check "ocore deb: copyright" deb_has "$deb_ocore" "-rw-r--r-- 0/0 ./usr/share/doc/ocore/copyright"
-check "ocore deb: depends on adduser" sh -c "dpkg-deb -f '$deb_ocore' Depends | grep -q adduser"
+    deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/fish/vendor_completions.d/ocore.fish"
+check "ocore deb: copyright" deb_has "$deb_ocore" "-rw-r--r-- root/root ./usr/share/doc/ocore/copyright"
+check "ocore deb: depends on adduser (postinst) and procps (the unit's /bin/kill)" \
+    sh -c "dpkg-deb -f '$deb_ocore' Depends | grep -q ', adduser, procps$'"
+check "ocore-agent deb: depends on procps (the unit's /bin/kill)" \
+    sh -c "dpkg-deb -f '$deb_agent' Depends | grep -q ', procps$'"
 check "ocore-agent deb: binary in /usr/bin" \
-    deb_has "$deb_agent" "-rwxr-xr-x 0/0 ./usr/bin/ocore-agent"
+    deb_has "$deb_agent" "-rwxr-xr-x root/root ./usr/bin/ocore-agent"
 check "ocore-agent deb: unit in /lib/systemd/system" \
-    deb_has "$deb_agent" "-rw-r--r-- 0/0 ./lib/systemd/system/ocore-agent.service"
-check "ocore-agent deb: config 0640" deb_has "$deb_agent" "-rw-r----- 0/0 ./etc/ocore/agent.toml"
+    deb_has "$deb_agent" "-rw-r--r-- root/root ./lib/systemd/system/ocore-agent.service"
+check "ocore-agent deb: config 0640" deb_has "$deb_agent" "-rw-r----- root/root ./etc/ocore/agent.toml"
 check "ocore-agent deb: copyright" \
-    deb_has "$deb_agent" "-rw-r--r-- 0/0 ./usr/share/doc/ocore-agent/copyright"
+    deb_has "$deb_agent" "-rw-r--r-- root/root ./usr/share/doc/ocore-agent/copyright"
 check "ocore-agent deb: recommends docker, nginx, postgresql-client, docker-registry" \
     test "$(dpkg-deb -f "$deb_agent" Recommends)" = \
     "docker.io | docker-ce, nginx, postgresql-client, docker-registry"
+
+# deb_script_is DEB SCRIPT FILE: the maintainer script SCRIPT of DEB is FILE.
+deb_script_is() { diff <(dpkg-deb --info "$1" "$2") "$3"; }
+for pkg in ocore ocore-agent; do
+    deb=$deb_ocore
+    [ "$pkg" = ocore-agent ] && deb=$deb_agent
+    check "$pkg deb: version $version-1, from the workspace" test "$(dpkg-deb -f "$deb" Version)" = "$version-1"
+    check "$pkg deb: depends on the libc it was linked against" \
+        sh -c "dpkg-deb -f '$deb' Depends | grep -q 'libc6 (>= '"
+    for script in postinst prerm postrm; do
+        check "$pkg deb: $script is packaging/deb/$pkg/$script" \
+            deb_script_is "$deb" "$script" "packaging/deb/$pkg/$script"
+    done
+done
 
 section "rpm contents"
 # rpm --dump: path size mtime digest mode owner group isconfig isdoc ...
@@ -173,20 +210,32 @@ check "ocore rpm: man page and completions" sh -c "rpm -qlp '$rpm_ocore' | grep 
     -e '^/usr/share/man/man1/ocore.1.gz$' -e '^/usr/share/bash-completion/completions/ocore$' \
     -e '^/usr/share/zsh/site-functions/_ocore$' -e '^/usr/share/fish/vendor_completions.d/ocore.fish$' \
     | grep -qx 4"
-check "ocore rpm: scriptlets are the packaging/rpm scripts" sh -c \
-    "rpm -qp --scripts '$rpm_ocore' | grep -q 'useradd -r -g ocore' \
-     && rpm -qp --scripts '$rpm_ocore' | grep -q 'ca init' \
-     && rpm -qp --scripts '$rpm_ocore' | grep -q 'disable --now ocore.service' \
-     && rpm -qp --scripts '$rpm_ocore' | grep -q 'try-restart ocore.service'"
+check "ocore rpm: /var/lib/ocore 0750 ocore:ocore" rpm_has "$rpm_ocore" "/var/lib/ocore 0750 ocore ocore 0"
+check "ocore rpm: requires shadow-utils (or SUSE's shadow) and util-linux (scriptlets, /bin/kill)" sh -c \
+    "rpm -qp --requires '$rpm_ocore' | grep -qx '(shadow-utils or shadow)' && rpm -qp --requires '$rpm_ocore' | grep -qx util-linux"
+# scriptlet_is RPM TAG FILE: the scriptlet TAG (PREIN, POSTIN, PREUN, POSTUN) of RPM is FILE.
+scriptlet_is() { diff <(rpm -qp --qf "%{$2}\n" "$1" 2>/dev/null) "$3"; }
+for tag_file in PREIN:pre POSTIN:post PREUN:preun POSTUN:postun; do
+    check "ocore rpm: ${tag_file%%:*} scriptlet is packaging/rpm/ocore/${tag_file#*:}.sh" \
+        scriptlet_is "$rpm_ocore" "${tag_file%%:*}" "packaging/rpm/ocore/${tag_file#*:}.sh"
+done
 check "ocore-agent rpm: config 0640 root:root, %config(noreplace)" \
     sh -c "rpm -qp --qf '[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME} %{FILEFLAGS:fflags}\n]' '$rpm_agent' \
         | grep -qx '/etc/ocore/agent.toml -rw-r----- root:root cn'"
+check "ocore-agent rpm: requires util-linux (the unit's /bin/kill)" \
+    sh -c "rpm -qp --requires '$rpm_agent' | grep -qx util-linux"
+check "ocore-agent rpm: binary in /usr/bin" rpm_has "$rpm_agent" "/usr/bin/ocore-agent 0755 root root 0"
 check "ocore-agent rpm: unit in /usr/lib/systemd/system" \
     rpm_has "$rpm_agent" "/usr/lib/systemd/system/ocore-agent.service 0644 root root 0"
+check "ocore-agent rpm: /var/lib/ocore-agent 0700 root:root" \
+    rpm_has "$rpm_agent" "/var/lib/ocore-agent 0700 root root 0"
 check "ocore-agent rpm: recommends (docker-ce or moby-engine), nginx, postgresql" sh -c \
     "test \"\$(rpm -qp --recommends '$rpm_agent' | sort | tr '\n' ,)\" = '(docker-ce or moby-engine),nginx,postgresql,'"
-check "ocore-agent rpm: scriptlets are the packaging/rpm scripts" sh -c \
-    "rpm -qp --scripts '$rpm_agent' | grep -q 'install -d -o root -g root -m 0700 /var/lib/ocore-agent'"
+for tag_file in POSTIN:post PREUN:preun POSTUN:postun; do
+    check "ocore-agent rpm: ${tag_file%%:*} scriptlet is packaging/rpm/ocore-agent/${tag_file#*:}.sh" \
+        scriptlet_is "$rpm_agent" "${tag_file%%:*}" "packaging/rpm/ocore-agent/${tag_file#*:}.sh"
+done
+check "ocore-agent rpm: no pre-install scriptlet" test "$(rpm -qp --qf '%{PREIN}' "$rpm_agent" 2>/dev/null)" = "(none)"
 
 section "lintian"
 # Warnings fail too: each one kept is overridden, with its reason, in
@@ -210,6 +259,28 @@ lint_status=$?
 printf '%s\n' "$lint_output" | sed 's/^/      /'
 if [ "$lint_status" -eq 0 ]; then pass "rpmlint: no error in the rpms"
 else fail "rpmlint: no error in the rpms (exit $lint_status)"; fi
+
+section "systemd units: what the issue asks of them"
+# unit_has UNIT LINE...: UNIT has each LINE, exactly.
+unit_has() {
+    local unit=$1 line absent=0
+    shift
+    for line in "$@"; do
+        grep -qxF -e "$line" "$unit" || { echo "$unit has no line '$line'"; absent=1; }
+    done
+    return "$absent"
+}
+for unit in systemd/ocore.service systemd/ocore-agent.service; do
+    # shellcheck disable=SC2016 # $MAINPID is the unit's, not ours
+    check "$unit: notifies readiness, restarts on failure, reloads on SIGHUP" unit_has "$unit" \
+        Type=notify NotifyAccess=main Restart=on-failure 'ExecReload=/bin/kill -HUP $MAINPID'
+done
+check "systemd/ocore.service: dedicated user, strict file system, no privileges" \
+    unit_has systemd/ocore.service User=ocore Group=ocore ProtectSystem=strict PrivateTmp=yes \
+    NoNewPrivileges=yes CapabilityBoundingSet= AmbientCapabilities= StateDirectory=ocore
+check "systemd/ocore-agent.service: capability bounding, private /tmp, no new privileges" \
+    unit_has systemd/ocore-agent.service NoNewPrivileges=yes PrivateTmp=yes StateDirectory=ocore-agent \
+    'CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_FOWNER CAP_KILL'
 
 section "systemd units: hardening"
 exposure() {
@@ -340,9 +411,14 @@ touch /var/lib/ocore-agent/tls/marker
 check "dpkg -r ocore-agent" dpkg -r ocore-agent
 check "remove keeps /var/lib/ocore-agent" test -f /var/lib/ocore-agent/tls/marker
 check "remove keeps the conffile" test -f /etc/ocore/agent.toml
+# A file of the operator's beside the configuration (e.g. a PostgreSQL password file).
+operator_file=/etc/ocore/check-sh-operator-file
+echo secret >"$operator_file"
 check "dpkg -P ocore-agent" dpkg -P ocore-agent
 check "purge deletes /var/lib/ocore-agent" test ! -e /var/lib/ocore-agent
 check "purge deletes the conffile" test ! -e /etc/ocore/agent.toml
+check "purge keeps what the package did not install ($operator_file)" test -f "$operator_file"
+rm -f "$operator_file"
 
 section "rpms: scriptlets, with rpm itself (--nodeps: this host is not an rpm distribution)"
 rpm_flags=(--nodeps)
@@ -352,6 +428,8 @@ check "%pre created the system user ocore" ocore_is_system_user
 check "/etc/ocore/coordinator.toml is 0640 root:ocore" has_mode /etc/ocore/coordinator.toml "640 root ocore"
 check "/var/lib/ocore is 0750 ocore:ocore" has_mode /var/lib/ocore "750 ocore ocore"
 check "%post created the CA: ca.key 0600 ocore" has_mode /var/lib/ocore/ca/ca.key "600 ocore ocore"
+check "ocore.service is neither enabled nor started" \
+    test ! -e /etc/systemd/system/multi-user.target.wants/ocore.service
 fingerprint=$(as_ocore /usr/bin/ocore ca show --config /etc/ocore/coordinator.toml 2>/dev/null \
     | sed -n 's/^CA fingerprint (sha256): //p')
 check "ocore ca show works as ocore" test -n "$fingerprint"
@@ -365,13 +443,26 @@ check "erase deletes the binary" test ! -e /usr/bin/ocore
 check "rpm -i ocore-agent" rpm -i "${rpm_flags[@]}" "$rpm_agent"
 check "/etc/ocore/agent.toml is 0640 root:root" has_mode /etc/ocore/agent.toml "640 root root"
 check "/var/lib/ocore-agent is 0700 root:root" has_mode /var/lib/ocore-agent "700 root root"
+check "ocore-agent.service is neither enabled nor started" \
+    test ! -e /etc/systemd/system/multi-user.target.wants/ocore-agent.service
+mkdir -p /var/lib/ocore-agent/tls
+touch /var/lib/ocore-agent/tls/marker
 check "rpm -e ocore-agent" rpm -e "${rpm_flags[@]}" ocore-agent
-check "erase keeps /var/lib/ocore-agent" test -d /var/lib/ocore-agent
+check "erase keeps what is in /var/lib/ocore-agent" test -f /var/lib/ocore-agent/tls/marker
+check "erase deletes the agent's binary" test ! -e /usr/bin/ocore-agent
 # What an operator does by hand after erasing, since rpm has no purge.
 userdel ocore 2>/dev/null
 getent group ocore >/dev/null && groupdel ocore
 rm -rf /var/lib/ocore /var/lib/ocore-agent
 rmdir /etc/ocore 2>/dev/null
+
+# The units under a real systemd, in a container (this host's PID 1 is not systemd).
+if [ "$with_systemd" = yes ]; then
+    # shellcheck source=tests/packaging/systemd.sh
+    . "$root/tests/packaging/systemd.sh"
+else
+    printf '\n(not run: the units under a real systemd; add --systemd)\n'
+fi
 
 section "summary"
 summary

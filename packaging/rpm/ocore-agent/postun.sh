@@ -1,5 +1,5 @@
-# %postun of the ocore-agent rpm: after an upgrade, restarts the agent only if
-# it was running.
+# Post-uninstall scriptlet of the ocore-agent rpm: after an upgrade, restarts the agent
+# only if it was running.
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || :
 	if [ "$1" -ge 1 ]; then
