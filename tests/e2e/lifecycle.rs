@@ -66,6 +66,19 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
         stdout(&first)
     );
 
+    // Business data written while v1 serves: rows and filestore files, as Odoo keeps them
+    // (files named by the sha1 of their content under <data_dir>/filestore/<db>/<ab>/).
+    let db = &site.database;
+    site.env.psql(
+        db,
+        "CREATE TABLE shop_order (id int PRIMARY KEY, note text); \
+         INSERT INTO shop_order VALUES (1, 'kept'), (2, 'changed later');",
+    )?;
+    let store = site.data_dir.join("filestore").join(db);
+    let kept = put_filestore_file(&store, b"an invoice PDF before v2")?;
+    let replaced = put_filestore_file(&store, b"a picture that v2's era deletes")?;
+    let before_v2 = filestore_sha1s(&store)?;
+
     repo.write("shop_base/models.py", "A = 2\n")?;
     let v2 = repo.commit("second version")?;
     let queued = c.cli_json(&["deploy", "--project", "shop", "--commit", &v2[..12]])?;
@@ -133,6 +146,16 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
         .context("snapshotId of a completed snapshot step")?;
     let listed = c.cli_json(&["snapshot", "list", "--environment", "shop-prod"])?;
     assert!(listed.to_string().contains(snapshot), "{listed}");
+    // After v2: rows change and go, a new one arrives; a file goes and another arrives.
+    site.env.psql(
+        db,
+        "UPDATE shop_order SET note = 'edited under v2' WHERE id = 2; \
+         DELETE FROM shop_order WHERE id = 1; INSERT INTO shop_order VALUES (3, 'new under v2');",
+    )?;
+    std::fs::remove_file(&replaced)?;
+    put_filestore_file(&store, b"an attachment uploaded under v2")?;
+    assert_ne!(filestore_sha1s(&store)?, before_v2);
+
     let rollback = c.cli(&[
         "deploy",
         "rollback",
@@ -152,8 +175,58 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
     assert_eq!(r["triggerType"], "rollback");
     assert_eq!(r["rollbackOf"], Value::String(id));
     assert_eq!(r["status"], "succeeded");
-    assert_eq!(r["commitSha"], Value::String(v1));
+    assert_eq!(r["commitSha"], Value::String(v1.clone()));
+    // The database rows and every filestore file are those of v2's pre-deploy snapshot,
+    // and v1's image serves again.
+    assert_eq!(
+        site.env
+            .psql(db, "SELECT id || ':' || note FROM shop_order ORDER BY id")?,
+        "1:kept\n2:changed later"
+    );
+    assert_eq!(filestore_sha1s(&store)?, before_v2);
+    assert!(kept.exists() && replaced.exists());
+    let (status, body, color) = site.public_page()?;
+    assert_eq!(status, 200);
+    assert!(body.contains(&v1[..12]), "v1 serves again: {body}");
+    let detail = c.get_ok(&format!(
+        "/api/projects/shop/deployments/{}",
+        r["id"].as_str().context("id")?
+    ))?;
+    assert_eq!(
+        detail["activeColor"].as_str(),
+        Some(color.as_str()),
+        "activeColor names the colour nginx serves: {detail}"
+    );
     Ok(())
+}
+
+/// Writes `content` into an Odoo filestore the way Odoo does (`<sha1[..2]>/<sha1>`).
+fn put_filestore_file(store: &std::path::Path, content: &[u8]) -> Result<std::path::PathBuf> {
+    use sha1::Digest as _;
+    let sha = hex::encode(sha1::Sha1::digest(content));
+    let path = store.join(&sha[..2]).join(&sha);
+    std::fs::create_dir_all(path.parent().context("parent")?)?;
+    std::fs::write(&path, content)?;
+    Ok(path)
+}
+
+/// Every file of a filestore, relative path → sha1 of its content.
+fn filestore_sha1s(store: &std::path::Path) -> Result<std::collections::BTreeMap<String, String>> {
+    use sha1::Digest as _;
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(store)?.display().to_string();
+                files.insert(rel, hex::encode(sha1::Sha1::digest(std::fs::read(&path)?)));
+            }
+        }
+    }
+    Ok(files)
 }
 
 fn configure(site: &Site, repo: &AddonsRepo) -> Result<()> {
