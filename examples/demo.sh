@@ -238,5 +238,6 @@ Try:
   $OCORE deploy show $second --project shop
   $OCORE snapshot list --environment production
   $OCORE deploy --project shop --branch main --follow
+  $OCORE webhook reconfigure --project shop      # URLs and a secret for GitHub, GitLab or Bitbucket
   examples/demo.sh stop
 EOT
