@@ -13,5 +13,6 @@ mod openapi;
 mod permissions;
 mod pipeline;
 mod queue;
+mod restore;
 mod trust;
 mod webhooks;

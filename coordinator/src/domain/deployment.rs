@@ -131,14 +131,18 @@ pub struct Plan {
     pub target_color: Option<Color>,
 }
 
-/// For a rollback: the deployment rolled back and what is restored.
+/// For a rollback or a restore: what is restored, and the image that comes back. Both run
+/// as the agent's Rollback.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackTarget {
-    pub deployment_id: String,
-    /// The target's pre-deploy snapshot.
+    /// The deployment rolled back; `None` for the restore of a snapshot named by id.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    /// The snapshot restored: a rollback's target's pre-deploy snapshot, or the one named.
     pub snapshot_id: String,
-    /// The image that served before the target deployment.
+    /// The image that served when the snapshot was taken (or, when that is unknown, the
+    /// one serving when the restore was asked for).
     pub image_ref: String,
     pub commit_sha: Option<String>,
 }
@@ -345,6 +349,15 @@ impl Deployment {
             }
         }
         true
+    }
+
+    /// The image this deployment left serving if it succeeded: the one it pushed, or for a
+    /// rollback or restore the one it returned to.
+    pub fn served_image(&self) -> Option<&str> {
+        self.image_ref
+            .as_deref()
+            .or_else(|| self.rollback.as_ref().map(|r| r.image_ref.as_str()))
+            .filter(|i| !i.is_empty())
     }
 
     /// The closing event the coordinator appends when the agent will never send one.
