@@ -536,6 +536,8 @@ async fn rollback(
     };
     let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
     d.steps.clear();
+    d.commit_message.clone_from(&previous.commit_message);
+    d.commit_author.clone_from(&previous.commit_author);
     d.image_ref = Some(image_ref.clone());
     d.rollback = Some(RollbackTarget {
         deployment_id: Some(target.id.clone()),

@@ -319,6 +319,8 @@ async fn restore(
     };
     let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
     d.steps.clear();
+    d.commit_message.clone_from(&chosen.commit_message);
+    d.commit_author.clone_from(&chosen.commit_author);
     d.image_ref = Some(image_ref.clone());
     d.rollback = Some(RollbackTarget {
         deployment_id: None,

@@ -297,8 +297,13 @@ impl Deployment {
                 commit_author,
             } => {
                 self.commit_sha = Some(commit_sha.clone());
-                self.commit_message = Some(commit_message.clone());
-                self.commit_author = Some(commit_author.clone());
+                // A rollback's agent knows only the image ("rollback to <image>"); the
+                // coordinator recorded the real commit's message and author when it
+                // queued the rollback, and those stay.
+                if self.rollback.is_none() || self.commit_message.is_none() {
+                    self.commit_message = Some(commit_message.clone());
+                    self.commit_author = Some(commit_author.clone());
+                }
             }
             EventKind::Plan {
                 modules_to_update,
@@ -441,6 +446,38 @@ pub(crate) mod tests {
         assert_eq!(r.commit_sha.as_deref(), Some("abcd"));
         assert!(GitRef::new(None, None, Some("v1.0".into())).is_ok());
         assert!(GitRef::new(Some("bad name".into()), None, None).is_err());
+    }
+
+    #[test]
+    fn a_rollback_keeps_the_commit_facts_it_was_queued_with() {
+        let commit = |seq| DeployEvent {
+            seq,
+            at: 2000,
+            kind: EventKind::Commit {
+                commit_sha: "abc".into(),
+                commit_message: "rollback to reg/ocore/i:abc".into(),
+                commit_author: String::new(),
+            },
+        };
+        let mut d = queued("r1");
+        d.commit_message = Some("first version".into());
+        d.commit_author = Some("Ann".into());
+        d.rollback = Some(RollbackTarget {
+            deployment_id: None,
+            snapshot_id: "s".into(),
+            image_ref: "reg/ocore/i:abc".into(),
+            commit_sha: Some("abc".into()),
+        });
+        assert!(d.apply(&commit(1)));
+        assert_eq!(d.commit_message.as_deref(), Some("first version"));
+        assert_eq!(d.commit_author.as_deref(), Some("Ann"));
+        // A deploy takes what the agent resolved.
+        let mut d = queued("d1");
+        assert!(d.apply(&commit(1)));
+        assert_eq!(
+            d.commit_message.as_deref(),
+            Some("rollback to reg/ocore/i:abc")
+        );
     }
 
     #[test]
