@@ -2,10 +2,10 @@
 //! instance: sign in through the form; deploy from the Deploy form (its "at least one
 //! reference" rule shown inline) and watch the steps complete live, across a coordinator
 //! crash that the page's event stream survives without losing or doubling a line; open the
-//! history; roll back through the confirmation that says what is restored; pin a snapshot;
-//! see the agent connected. A view-only token sees no Deploy, Cancel or Rollback button
-//! (and the API refuses it anyway). Screenshots of the main pages are saved in
-//! `target/test-artifacts/dashboard/`.
+//! history; roll back through the confirmation that says what is restored (the API's own
+//! dry run); pin a snapshot, take one by hand and restore it from its row; see the agent
+//! connected. A view-only token sees no Deploy, Cancel or Rollback button (and the API
+//! refuses it anyway). Screenshots of the main pages are saved in `target/test-artifacts/dashboard/`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -364,6 +364,37 @@ fn deploy_watch_live_and_roll_back_in_a_real_browser() -> Result<()> {
         (json!(5), json!(0))
     );
     browser.screenshot("09-environment")?;
+
+    // Restore the manual snapshot from its row: the confirmation shows the coordinator's
+    // plan (the image serving when it was taken: the rollback's, so v1), then it runs.
+    let manual = browser.js(
+        "return document.querySelector(\"#snapshots tr[data-kind='manual'][data-state='ready']\").dataset.snapshot;",
+        vec![],
+    )?;
+    let manual = manual.as_str().context("manual snapshot id")?.to_owned();
+    browser.click(&format!(
+        "button[data-action='restore'][data-snapshot='{manual}']"
+    ))?;
+    let plan = browser.wait_text("#restore-plan", &v1[..10])?;
+    assert!(plan.contains(&manual), "{plan}");
+    assert_eq!(
+        browser.js(
+            "return document.getElementById('restore-plan').dataset.imageSource;",
+            vec![]
+        )?,
+        json!("snapshot-time")
+    );
+    browser.screenshot("09a-restore-confirmation")?;
+    browser.click("#restore-dialog-confirm")?;
+    browser.wait("the page of the restore", "#steps")?;
+    wait_page_finished(&browser, "succeeded")?;
+    browser.wait_text("#deployment-facts", "restore of snapshot")?;
+    let list = c.get_ok("/api/projects/shop/deployments?limit=1")?;
+    let r = &list["deployments"][0];
+    assert_eq!(r["restoredSnapshotId"], json!(manual), "{r}");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["commitSha"], json!(v1), "{r}");
+    browser.screenshot("09b-restore-succeeded")?;
 
     browser.goto(&format!("{}/#/agents", c.url))?;
     browser.wait(

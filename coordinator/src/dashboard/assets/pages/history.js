@@ -15,7 +15,9 @@ function commitCell(d) {
 }
 
 function trigger(d) {
-  if (d.triggerType === 'rollback') return 'rollback';
+  if (d.triggerType === 'rollback') {
+    return d.rollbackOf || !d.restoredSnapshotId ? 'rollback' : ['rollback', h('span', { class: 'muted' }, ' (restore)')];
+  }
   if (d.triggerType === 'webhook') return 'webhook';
   return d.requestedBy ? ['manual', h('span', { class: 'muted' }, ` by ${d.requestedBy}`)] : 'manual';
 }
