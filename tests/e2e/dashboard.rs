@@ -2,10 +2,13 @@
 //! instance: sign in through the form; deploy from the Deploy form (its "at least one
 //! reference" rule shown inline) and watch the steps complete live, across a coordinator
 //! crash that the page's event stream survives without losing or doubling a line; open the
-//! history; roll back through the confirmation that says what is restored; pin a snapshot;
-//! see the agent connected. A view-only token sees no Deploy, Cancel or Rollback button
-//! (and the API refuses it anyway). Screenshots of the main pages are saved in
-//! `target/test-artifacts/dashboard/`.
+//! history; roll back through the confirmation that says what is restored (the API's own
+//! dry run); pin a snapshot, take one by hand and restore it from its row; see the agent
+//! connected. A view-only token sees no Deploy, Cancel or Rollback button (and the API
+//! refuses it anyway). The webhook pages get a test of their own, against real signed
+//! deliveries: the setup on the project page (URLs, secret state, Reconfigure showing the
+//! new secret once) and the delivery log (outcome, reason, paging, Redeliver).
+//! Screenshots of the main pages are saved in `target/test-artifacts/dashboard/`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -365,6 +368,37 @@ fn deploy_watch_live_and_roll_back_in_a_real_browser() -> Result<()> {
     );
     browser.screenshot("09-environment")?;
 
+    // Restore the manual snapshot from its row: the confirmation shows the coordinator's
+    // plan (the image serving when it was taken: the rollback's, so v1), then it runs.
+    let manual = browser.js(
+        "return document.querySelector(\"#snapshots tr[data-kind='manual'][data-state='ready']\").dataset.snapshot;",
+        vec![],
+    )?;
+    let manual = manual.as_str().context("manual snapshot id")?.to_owned();
+    browser.click(&format!(
+        "button[data-action='restore'][data-snapshot='{manual}']"
+    ))?;
+    let plan = browser.wait_text("#restore-plan", &v1[..10])?;
+    assert!(plan.contains(&manual), "{plan}");
+    assert_eq!(
+        browser.js(
+            "return document.getElementById('restore-plan').dataset.imageSource;",
+            vec![]
+        )?,
+        json!("snapshot-time")
+    );
+    browser.screenshot("09a-restore-confirmation")?;
+    browser.click("#restore-dialog-confirm")?;
+    browser.wait("the page of the restore", "#steps")?;
+    wait_page_finished(&browser, "succeeded")?;
+    browser.wait_text("#deployment-facts", "restore of snapshot")?;
+    let list = c.get_ok("/api/projects/shop/deployments?limit=1")?;
+    let r = &list["deployments"][0];
+    assert_eq!(r["restoredSnapshotId"], json!(manual), "{r}");
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["commitSha"], json!(v1), "{r}");
+    browser.screenshot("09b-restore-succeeded")?;
+
     browser.goto(&format!("{}/#/agents", c.url))?;
     browser.wait(
         "web1 connected",
@@ -454,5 +488,218 @@ fn the_pages_event_stream_parser_survives_any_chunking() -> Result<()> {
     for run in runs.as_array().context("runs")? {
         assert_eq!(run, &expected);
     }
+    Ok(())
+}
+
+/// A GitHub delivery to the coordinator, signed with `secret` as GitHub signs
+/// (`X-Hub-Signature-256` over the raw body); returns the HTTP status.
+fn github_delivery(
+    url: &str,
+    secret: &str,
+    event: &str,
+    delivery: &str,
+    body: &[u8],
+) -> Result<u16> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signature = format!("sha256={}", hex::encode(ring::hmac::sign(&key, body)));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .post(format!("{url}/api/webhooks/github/shop"))
+        .header("Content-Type", "application/json")
+        .header("X-GitHub-Event", event)
+        .header("X-GitHub-Delivery", delivery)
+        .header("X-Hub-Signature-256", signature)
+        .header("User-Agent", "GitHub-Hookshot/044aadd")
+        .send(body)?;
+    Ok(response.status().as_u16())
+}
+
+/// A fixture payload of `tests/fixtures/webhooks/`, as JSON.
+fn webhook_fixture(name: &str) -> Result<serde_json::Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/webhooks")
+        .join(name);
+    Ok(serde_json::from_str(&std::fs::read_to_string(&path)?)?)
+}
+
+fn github_push(branch: &str, sha: &str) -> Result<Vec<u8>> {
+    let mut v = webhook_fixture("github-push.json")?;
+    v["ref"] = json!(format!("refs/heads/{branch}"));
+    v["after"] = json!(sha);
+    v["head_commit"]["id"] = json!(sha);
+    v["commits"][0]["id"] = json!(sha);
+    Ok(serde_json::to_vec(&v)?)
+}
+
+/// The webhook pages against the real webhook API and real signed deliveries (the agent
+/// is registered but away, so a deployed push stays queued): the project page shows the
+/// URLs and whether a secret is set, and Reconfigure shows the new secret once; the log
+/// shows each delivery's outcome and reason, pages by 20, offers Redeliver only for kept
+/// requests, and a Redeliver from the page adds a new entry.
+#[test]
+fn webhook_setup_and_deliveries_in_a_real_browser() -> Result<()> {
+    let browser = Browser::start("dashboard")?;
+    let dir = tempfile::tempdir()?;
+    let c = Coordinator::start(dir.path(), &ocore_tests::CoordinatorOptions::default())?;
+    c.cli_json(&["agent", "add", "web1", "--address", "127.0.0.1:9"])?;
+    ocore_tests::configure_project(&c, "shop", "/srv/git/shop.git", "web1")?;
+
+    browser.goto(&c.url)?;
+    sign_in(&browser, &c.admin_token)?;
+    browser.goto(&format!("{}/#/projects/shop", c.url))?;
+    browser.wait("no secret yet", "#webhook-secret-state[data-set='false']")?;
+    assert_eq!(
+        browser.text("#webhook code[data-url='github']")?,
+        format!("{}/api/webhooks/github/shop", c.url)
+    );
+    assert_eq!(
+        browser.text("#webhook code[data-url='bitbucket']")?,
+        format!("{}/api/webhooks/bitbucket/shop", c.url)
+    );
+    browser.click("#reconfigure-webhook")?;
+    browser.wait("the confirmation", "#reconfigure-dialog-confirm")?;
+    browser.click("#reconfigure-dialog-confirm")?;
+    browser.wait("the new secret", "#webhook-secret")?;
+    let secret = browser.text("#webhook-secret")?;
+    assert!(secret.len() >= 32, "{secret:?}");
+    browser.wait("the secret set", "#webhook-secret-state[data-set='true']")?;
+    browser.screenshot("15-project-webhook-secret")?;
+    let shown = c.get_ok("/api/projects/shop/webhooks")?;
+    assert_eq!(shown["secretSet"], true, "{shown}");
+    // Shown once: the page drawn again has the state, not the secret.
+    browser.goto(&format!("{}/#/projects/shop/webhooks", c.url))?;
+    browser.goto(&format!("{}/#/projects/shop", c.url))?;
+    browser.wait("the secret set", "#webhook-secret-state[data-set='true']")?;
+    assert_eq!(browser.count("#webhook-secret")?, 0);
+
+    // 20 pings, then a push to the mapped branch, one to an unmapped branch, and one with
+    // a bad signature: 23 entries, the last three on the first page.
+    let ping = serde_json::to_vec(&webhook_fixture("github-ping.json")?)?;
+    for i in 0..20 {
+        let status = github_delivery(&c.url, &secret, "ping", &format!("ping-{i}"), &ping)?;
+        assert_eq!(status, 200);
+    }
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let status = github_delivery(
+        &c.url,
+        &secret,
+        "push",
+        "push-main",
+        &github_push("main", sha)?,
+    )?;
+    assert_eq!(status, 202, "a push to main queues a deployment");
+    let status = github_delivery(
+        &c.url,
+        &secret,
+        "push",
+        "push-feature",
+        &github_push("feature-x", sha)?,
+    )?;
+    assert_eq!(status, 200);
+    let status = github_delivery(
+        &c.url,
+        "not-the-secret",
+        "push",
+        "push-forged",
+        &github_push("main", sha)?,
+    )?;
+    assert_eq!(status, 401);
+    let log = c.get_ok("/api/projects/shop/webhooks/deliveries?limit=3")?;
+    let entry = |i: usize| -> Result<(String, String)> {
+        let e = &log["deliveries"][i];
+        Ok((
+            e["id"].as_str().context("id")?.to_owned(),
+            e["reason"].as_str().context("reason")?.to_owned(),
+        ))
+    };
+    let (forged, forged_reason) = entry(0)?;
+    let (ignored, ignored_reason) = entry(1)?;
+    let (deployed, deployed_reason) = entry(2)?;
+    let deployment = log["deliveries"][2]["deploymentId"]
+        .as_str()
+        .context("deploymentId")?
+        .to_owned();
+
+    browser.click("#webhook a[href$='/webhooks']")?;
+    browser.wait("the delivery log", "#deliveries[data-state='loaded']")?;
+    assert_eq!(browser.text("#deliveries-range")?, "Showing 1–20 of 23");
+    assert_eq!(browser.count("#deliveries tbody tr")?, 20);
+    let row = |id: &str| format!("#deliveries tr[data-delivery='{id}']");
+    for (id, outcome, reason) in [
+        (&forged, "rejected", &forged_reason),
+        (&ignored, "ignored", &ignored_reason),
+        (&deployed, "deployed", &deployed_reason),
+    ] {
+        let text = browser.wait_text(&row(id), reason)?;
+        assert!(text.contains(outcome), "{outcome}: {text}");
+        assert_eq!(
+            browser.count(&format!("{}[data-outcome='{outcome}']", row(id)))?,
+            1
+        );
+    }
+    assert!(
+        forged_reason.contains("X-Hub-Signature-256"),
+        "{forged_reason}"
+    );
+    assert!(
+        ignored_reason.contains("has no mapping"),
+        "{ignored_reason}"
+    );
+    // The deployed entry links its deployment; the forged one was never kept.
+    assert_eq!(
+        browser.count(&format!(
+            "{} a[href$='/deployments/{deployment}']",
+            row(&deployed)
+        ))?,
+        1
+    );
+    assert_eq!(
+        browser.count(&format!("button[data-redeliver='{forged}']"))?,
+        0,
+        "a rejected, unkept delivery cannot be redelivered"
+    );
+    assert!(browser.text(&row(&forged))?.contains("not kept"));
+    browser.screenshot("16-webhook-deliveries")?;
+    browser.click("#deliveries a[rel='next']")?;
+    browser.wait_text("#deliveries-range", "Showing 21–23 of 23")?;
+    assert_eq!(browser.count("#deliveries tbody tr")?, 3);
+    browser.click("#deliveries a[rel='prev']")?;
+    browser.wait_text("#deliveries-range", "Showing 1–20 of 23")?;
+
+    // Redeliver the deployed push from the page: a new entry naming the one replayed.
+    browser.wait(
+        "the Redeliver button",
+        &format!("button[data-redeliver='{deployed}']"),
+    )?;
+    browser.click(&format!("button[data-redeliver='{deployed}']"))?;
+    browser.wait_text("#redeliver-result", "Delivered again: deployed")?;
+    browser.wait_text("#deliveries-range", "of 24")?;
+    let newest = c.get_ok("/api/projects/shop/webhooks/deliveries?limit=1")?;
+    let replay = &newest["deliveries"][0];
+    assert_eq!(replay["redeliveryOf"], json!(deployed), "{replay}");
+    assert_eq!(replay["outcome"], "deployed", "{replay}");
+    let replay_id = replay["id"].as_str().context("id")?;
+    browser.wait(
+        "the replay's row",
+        &format!(
+            "{}[data-outcome='deployed'] [data-redelivery-of='{deployed}']",
+            row(replay_id)
+        ),
+    )?;
+    browser.screenshot("17-webhook-redelivered")?;
+
+    // A view-only token sees the setup and the log, and no button to change them.
+    let viewer = project_token(&c, "shop", &["view:deployments"])?;
+    browser.click("#sign-out")?;
+    sign_in(&browser, &viewer)?;
+    browser.goto(&format!("{}/#/projects/shop", c.url))?;
+    browser.wait("the secret set", "#webhook-secret-state[data-set='true']")?;
+    assert_eq!(browser.count("#reconfigure-webhook")?, 0);
+    browser.goto(&format!("{}/#/projects/shop/webhooks", c.url))?;
+    browser.wait("the delivery log", "#deliveries[data-state='loaded']")?;
+    assert_eq!(browser.count("button[data-redeliver]")?, 0);
     Ok(())
 }

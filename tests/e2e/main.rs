@@ -14,5 +14,6 @@ mod permissions;
 mod pipeline;
 mod queue;
 mod repoaccess;
+mod restore;
 mod trust;
 mod webhooks;

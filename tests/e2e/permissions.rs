@@ -21,6 +21,8 @@ fn body_for(path: &str, deployment: &str) -> Value {
         json!({"branch": "main"})
     } else if path.ends_with("/rollback") {
         json!({"deploymentId": deployment})
+    } else if path.ends_with("/restore") {
+        json!({"dryRun": true})
     } else if path.ends_with("/snapshot-settings") {
         json!({"keepLast": 3, "keepDays": 0})
     } else {
@@ -124,11 +126,12 @@ fn every_route_enforces_the_access_it_documents() -> Result<()> {
         }
     }
     assert!(checked >= 40, "only {checked} operations checked");
-    // The snapshot transfer routes are among those walked (manage:environments).
+    // The snapshot transfer and restore routes are among those walked (manage:environments).
     for path in [
         "/api/environments/{environmentId}/snapshots/{snapshotId}/export",
         "/api/environments/{environmentId}/snapshots/{snapshotId}/verify",
         "/api/environments/{environmentId}/snapshots/import",
+        "/api/environments/{environmentId}/snapshots/{snapshotId}/restore",
     ] {
         let access = doc["paths"][path]
             .as_object()

@@ -1,6 +1,6 @@
 //! Fixtures for pipeline tests: the real services from `tests/env/setup.sh` (PostgreSQL,
 //! the registry, nginx, Docker), a private nginx per test, Git repositories of Odoo addons,
-//! and an agent configured to deploy one instance with its own ports and database.
+//! and an agent configured to deploy one instance (or two) with its own ports and database.
 //!
 //! Everything a fixture creates (containers, databases, nginx) is removed when it drops.
 
@@ -261,6 +261,33 @@ pub struct Site {
     pub ports: [(u16, u16); 2],
     pub data_dir: PathBuf,
     pub dir: PathBuf,
+    /// A second instance on the same agent, with `SiteOptions::second_instance`.
+    pub second: Option<SecondInstance>,
+}
+
+/// Another instance declared on the site's agent: its own database, data directory and
+/// ports, behind the same nginx.
+pub struct SecondInstance {
+    pub instance: String,
+    pub database: String,
+    pub public_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl SecondInstance {
+    fn declare(&self, ports: [(u16, u16); 2]) -> String {
+        format!(
+            "\n[[instance]]\nid = \"{}\"\ndatabase = \"{}\"\ndata_dir = \"{}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {}\nblue = {{ http = {}, gevent = {} }}\ngreen = {{ http = {}, gevent = {} }}\n",
+            self.instance,
+            self.database,
+            self.data_dir.display(),
+            self.public_port,
+            ports[0].0,
+            ports[0].1,
+            ports[1].0,
+            ports[1].1,
+        )
+    }
 }
 
 /// Knobs of a site's agent configuration.
@@ -269,6 +296,8 @@ pub struct SiteOptions {
     pub health_timeout_secs: u64,
     /// Extra environment of the agent process.
     pub agent_env: Vec<(String, String)>,
+    /// Declare a second instance on the agent (`Site::second`).
+    pub second_instance: bool,
 }
 
 impl Default for SiteOptions {
@@ -277,6 +306,7 @@ impl Default for SiteOptions {
             step_timeout_secs: 300,
             health_timeout_secs: 30,
             agent_env: Vec::new(),
+            second_instance: false,
         }
     }
 }
@@ -293,13 +323,25 @@ impl Site {
         let data_dir = dir.join("odoo-data");
         let password_file = dir.join("pg-password");
         std::fs::write(&password_file, &env.pg_password)?;
+        let second = options.second_instance.then(|| {
+            let instance = unique("u");
+            SecondInstance {
+                database: format!("ocore_{instance}"),
+                instance,
+                public_port: free_port(),
+                data_dir: dir.join("odoo-data-2"),
+            }
+        });
+        let second_block = second.as_ref().map_or_else(String::new, |s| {
+            s.declare([(free_port(), free_port()), (free_port(), free_port())])
+        });
         let mut agent = TestAgent::new(dir, "web1")?;
         agent.env.clone_from(&options.agent_env);
         let state = agent.dir.join("state");
         std::fs::write(
             &agent.config_path,
             format!(
-                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = 1\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n",
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = 1\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n{second_block}",
                 state = state.display(),
                 registry = env.registry,
                 pg_host = env.pg_host,
@@ -331,6 +373,7 @@ impl Site {
             ports,
             data_dir,
             dir: dir.to_owned(),
+            second,
         })
     }
 
@@ -407,28 +450,39 @@ impl Site {
 
     /// Names of the containers of this instance.
     pub fn containers(&self) -> Result<Vec<String>> {
-        let out = Command::new("docker")
-            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
-            .arg(format!("label=org.ocore.instance={}", self.instance))
-            .output()?;
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        names.sort();
-        Ok(names)
+        containers_of(&self.instance)
     }
+}
+
+/// Names of the containers of an instance, sorted.
+pub fn containers_of(instance: &str) -> Result<Vec<String>> {
+    let out = Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("label=org.ocore.instance={instance}"))
+        .output()?;
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 impl Drop for Site {
     fn drop(&mut self) {
-        for name in self.containers().unwrap_or_default() {
-            let _ = Command::new("docker").args(["rm", "-fv", &name]).output();
+        let mut instances = vec![(self.instance.clone(), self.database.clone())];
+        if let Some(s) = &self.second {
+            instances.push((s.instance.clone(), s.database.clone()));
         }
-        let _ = self.env.psql(
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database),
-        );
+        for (instance, database) in instances {
+            for name in containers_of(&instance).unwrap_or_default() {
+                let _ = Command::new("docker").args(["rm", "-fv", &name]).output();
+            }
+            let _ = self.env.psql(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+            );
+        }
     }
 }
 

@@ -59,6 +59,15 @@ fn snapshot_to_proto(m: &SnapshotMeta) -> v1::Snapshot {
         created_at: (m.created_at.unix_timestamp_nanos() / 1_000_000) as i64,
         deployment_id: m.deployment_id.clone().unwrap_or_default(),
         commit_sha: m.commit_sha.clone().unwrap_or_default(),
+        imported_at: m
+            .imported
+            .as_ref()
+            .map_or(0, |i| (i.at.unix_timestamp_nanos() / 1_000_000) as i64),
+        original_id: m
+            .imported
+            .as_ref()
+            .and_then(|i| i.original_id.clone())
+            .unwrap_or_default(),
     }
 }
 

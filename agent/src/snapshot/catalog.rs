@@ -131,6 +131,7 @@ fn meta_of(dir: &Path) -> Result<SnapshotMeta, SnapshotError> {
         database: s.database,
         file_count: s.file_count,
         filestore_bytes: s.filestore_bytes,
+        imported: s.imported,
     })
 }
 

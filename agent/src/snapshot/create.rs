@@ -311,6 +311,7 @@ impl Snapshots {
                 filestore_ms: fs_took.as_millis() as u64,
                 total_ms: started.elapsed().as_millis() as u64,
             },
+            imported: None,
         };
         if cancel.is_cancelled() {
             return Err(CreateSnapshotError::Cancelled { id });
@@ -420,5 +421,6 @@ pub(super) fn meta_from(m: &Manifest, pinned: bool) -> SnapshotMeta {
         database: s.database,
         file_count: s.file_count,
         filestore_bytes: s.filestore_bytes,
+        imported: s.imported,
     }
 }

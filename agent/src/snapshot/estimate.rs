@@ -177,6 +177,7 @@ mod tests {
             dump_bytes,
             new_bytes,
             new_stored_bytes: stored,
+            imported: None,
         }
     }
 

@@ -19,8 +19,8 @@ use super::errors::{fs_err, CorruptError, ErrorKind, FsError, PgError};
 use super::filestore::{self, CaptureError, StatIndex};
 use super::journal::{self, Marker};
 use super::manifest::{
-    safe_relative_path, DatabaseInfo, DumpInfo, FilestoreInfo, Manifest, SnapshotKind, Timings,
-    MANIFEST_FORMAT,
+    safe_relative_path, DatabaseInfo, DumpInfo, FilestoreInfo, Imported, Manifest, SnapshotKind,
+    Timings, MANIFEST_FORMAT,
 };
 use super::{
     blocking, temp_db_name, Ctx, Progress, SnapshotMeta, SnapshotProgress, Snapshots,
@@ -272,6 +272,16 @@ impl Snapshots {
                 .map_err(fs_err("move", &xd.join("db")))
                 .map_err(fs)?;
             let dump_bytes: u64 = m.dump.parts.iter().map(|p| p.size).sum();
+            // The id it had where it was taken, also through an export of an import.
+            let original_id = m
+                .imported
+                .take()
+                .and_then(|i| i.original_id)
+                .unwrap_or_else(|| m.id.clone());
+            m.imported = Some(Imported {
+                at: time::OffsetDateTime::now_utc(),
+                original_id: Some(original_id),
+            });
             m.id = id;
             m.instance_id = c.instance.clone();
             m.filestore.new_blobs = captured.new_blob_ids.len() as u64;
@@ -422,6 +432,10 @@ impl Snapshots {
             stored_bytes: dump_bytes + captured.new_stored_bytes,
             estimated_bytes: 0,
             timings: Timings::default(),
+            imported: Some(Imported {
+                at: time::OffsetDateTime::now_utc(),
+                original_id: None,
+            }),
         })
     }
 }

@@ -52,6 +52,20 @@ pub struct Manifest {
     /// What the estimate said before the snapshot started.
     pub estimated_bytes: u64,
     pub timings: Timings,
+    /// Set when the snapshot came from an archive rather than from this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
+}
+
+/// Where an imported snapshot came from. The coordinator uses it to tell a snapshot of
+/// this environment (whose image it knows) from one taken elsewhere.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Imported {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The id the snapshot had where it was first taken (an oCore export's manifest id,
+    /// kept through re-imports); `None` for an Odoo backup zip.
+    pub original_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -140,6 +154,8 @@ pub struct Summary {
     pub new_bytes: u64,
     #[serde(default)]
     pub new_stored_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Imported>,
 }
 
 impl Manifest {
@@ -160,6 +176,7 @@ impl Manifest {
             dump_bytes: self.dump.parts.iter().map(|p| p.size).sum(),
             new_bytes: self.filestore.new_bytes,
             new_stored_bytes: self.filestore.new_stored_bytes,
+            imported: self.imported.clone(),
         }
     }
 
@@ -173,6 +190,9 @@ impl Manifest {
             ));
         }
         validate_snapshot_id(&self.id)?;
+        if let Some(original) = self.imported.as_ref().and_then(|i| i.original_id.as_ref()) {
+            validate_snapshot_id(original)?;
+        }
         if self.dump.format != "directory" {
             return Err(format!(
                 "dump format {:?} is not supported",
@@ -343,6 +363,7 @@ pub(crate) mod tests {
             stored_bytes: 22,
             estimated_bytes: 30,
             timings: Timings::default(),
+            imported: None,
         }
     }
 
@@ -359,6 +380,16 @@ pub(crate) mod tests {
         assert_eq!(back, m);
         assert!(back.validate().is_ok());
         assert_eq!(back.summary().file_count, 1);
+        // A snapshot taken here writes no import facts, so older agents read it unchanged.
+        assert!(!text.contains("imported"), "{text}");
+        let mut imported = sample();
+        imported.imported = Some(Imported {
+            at: time::macros::datetime!(2025-02-01 00:00 UTC),
+            original_id: Some("snap-0".into()),
+        });
+        let text = serde_json::to_string(&imported).expect("serialises");
+        let back: Manifest = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back.summary().imported, imported.imported);
     }
 
     #[test]
@@ -378,6 +409,12 @@ pub(crate) mod tests {
         assert!(m.validate().is_err());
         let mut m = sample();
         m.id = "../x".into();
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.imported = Some(Imported {
+            at: time::macros::datetime!(2025-02-01 00:00 UTC),
+            original_id: Some("../../x".into()),
+        });
         assert!(m.validate().is_err());
         let mut m = sample();
         m.filestore.files[0].sha1 = "XYZ".into();

@@ -51,7 +51,7 @@ pub use errors::{fmt_bytes, CorruptError, ErrorKind, FsError, NotEnoughSpace, Pg
 pub use estimate::{Estimate, EstimateError};
 pub use export::{ExportError, ExportFormat, Exported};
 pub use import::ImportError;
-pub use manifest::{validate_snapshot_id, Manifest, SnapshotKind};
+pub use manifest::{validate_snapshot_id, Imported, Manifest, SnapshotKind};
 pub use recover::{RecoverError, RecoveryReport};
 pub use restore::RestoreError;
 pub use retention::{select_expired, RetentionOutcome, RetentionPolicy};
@@ -84,6 +84,8 @@ pub struct SnapshotMeta {
     pub database: String,
     pub file_count: u64,
     pub filestore_bytes: u64,
+    /// When and from where the snapshot was imported; `None` for one taken here.
+    pub imported: Option<Imported>,
 }
 
 /// Progress of a long operation, streamed to the caller as it happens.

@@ -116,6 +116,7 @@ mod tests {
             database: "db".into(),
             file_count: 0,
             filestore_bytes: 0,
+            imported: None,
         }
     }
 

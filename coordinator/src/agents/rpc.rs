@@ -221,6 +221,8 @@ fn snapshot(environment_id: &str, s: v1::Snapshot) -> Snapshot {
         deployment_id: opt_text(s.deployment_id),
         commit_sha: opt_text(s.commit_sha),
         error: None,
+        imported_at: (s.imported_at > 0).then_some(s.imported_at),
+        original_id: opt_text(s.original_id),
     }
 }
 

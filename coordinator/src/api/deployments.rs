@@ -117,7 +117,8 @@ pub fn summary(d: &Deployment) -> Value {
         "commitAuthor": d.commit_author,
         "snapshotId": d.snapshot_id,
         "imageRef": d.image_ref,
-        "rollbackOf": d.rollback.as_ref().map(|r| r.deployment_id.clone()),
+        "rollbackOf": d.rollback.as_ref().and_then(|r| r.deployment_id.clone()),
+        "restoredSnapshotId": d.rollback.as_ref().map(|r| r.snapshot_id.clone()),
         "durationMs": d.duration_ms,
         "createdAt": rfc3339_ms(d.created_at),
         "startedAt": d.started_at.map(rfc3339_ms),
@@ -492,21 +493,21 @@ async fn rollback(
         }
     }
     // The image to return to is the one that served before the target deployment.
-    let previous = state
-        .store
-        .deployments_before(&project, target.order, 1000)?
-        .into_iter()
-        .find(|d| {
-            d.instance_id == target.instance_id
-                && d.status == DeploymentStatus::Succeeded
-                && d.image_ref.is_some()
-        })
-        .ok_or_else(|| {
-            ApiError::conflict(format!(
-                "no successful deployment of instance {} before {} left an image to return to",
-                target.instance_id, target.id
-            ))
-        })?;
+    let (_, previous) = super::restore::serving(
+        super::restore::history(&state, &project),
+        &target.instance_id,
+        Some(super::restore::Then::Before(target.order)),
+    )?;
+    let previous = previous.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "no successful deployment of instance {} before {} left an image to return to",
+            target.instance_id, target.id
+        ))
+    })?;
+    let image_ref = previous
+        .served_image()
+        .ok_or_else(|| ApiError::internal("the deployment returned to has no image"))?
+        .to_owned();
     if body.dry_run {
         let snapshot = known
             .as_ref()
@@ -520,16 +521,11 @@ async fn rollback(
                 "projectId": target.project_id,
                 "environmentId": target.environment_id,
                 "instanceId": target.instance_id,
+                "snapshotId": snapshot_id,
                 "snapshot": snapshot,
-                "returnsTo": {
-                    "deploymentId": previous.id,
-                    "imageRef": previous.image_ref,
-                    "commitSha": previous.commit_sha,
-                    "commitMessage": previous.commit_message,
-                    "branch": previous.branch,
-                    "tag": previous.tag,
-                    "finishedAt": previous.finished_at.map(rfc3339_ms),
-                },
+                "imageSource": "snapshot-time",
+                "returnsTo": super::restore::returns_to(&previous),
+                "notes": [],
             })),
         ));
     }
@@ -540,10 +536,13 @@ async fn rollback(
     };
     let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
     d.steps.clear();
+    d.commit_message.clone_from(&previous.commit_message);
+    d.commit_author.clone_from(&previous.commit_author);
+    d.image_ref = Some(image_ref.clone());
     d.rollback = Some(RollbackTarget {
-        deployment_id: target.id.clone(),
+        deployment_id: Some(target.id.clone()),
         snapshot_id: snapshot_id.clone(),
-        image_ref: previous.image_ref.clone().unwrap_or_default(),
+        image_ref,
         commit_sha: previous.commit_sha.clone(),
     });
     d.snapshot_id = None;

@@ -11,6 +11,7 @@ mod instances;
 mod metrics;
 pub mod openapi;
 mod projects;
+mod restore;
 mod snapshot_transfer;
 mod snapshots;
 pub mod tokens;
@@ -103,6 +104,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(events::endpoints());
     all.extend(snapshots::endpoints());
     all.extend(snapshot_transfer::endpoints());
+    all.extend(restore::endpoints());
     all.extend(webhooks::endpoints());
     all
 }
@@ -367,6 +369,38 @@ where
             Ok(Json(value)) => Ok(Body(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
+    }
+}
+
+/// Like [`Body`], but an empty request body stands for `T::default()` (for requests whose
+/// every field is optional, so `curl -X POST` works without `-d '{}'`).
+pub struct OptionalBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes or unreadable"),
+                )
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        Body::<T>::from_request(req, state)
+            .await
+            .map(|Body(v)| OptionalBody(v))
     }
 }
 

@@ -102,6 +102,7 @@ const OPS: &[Op] = &[
     op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/unpin", "Unpin a snapshot", ENVS, None, 200, Some("Snapshot"), &[]),
     op("get", "/api/environments/{environmentId}/snapshots/{snapshotId}/export", "Download a snapshot as one archive (streamed; Content-Length set)", ENVS, None, 200, None, &[("format", "tar.zst (default: manifest, dump and filestore, for import) or odoo-zip (Odoo's backup zip)")]),
     op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/verify", "Read every stored part of a snapshot back and check it against its manifest", ENVS, None, 200, Some("SnapshotVerification"), &[]),
+    op("post", "/api/environments/{environmentId}/snapshots/{snapshotId}/restore", "Queue a restore of the snapshot over the live database and filestore, with the image that served when it was taken (an imported one keeps the image serving now); triggerType rollback. dryRun: 200 with the plan", ENVS, Some("RestoreRequest"), 202, Some("DeploymentSummary"), &[]),
     op("post", "/api/environments/{environmentId}/snapshots/import", "Import an archive (the body: a tar.zst export or an Odoo backup zip, streamed) as a new snapshot", ENVS, Some("SnapshotArchive"), 201, Some("Snapshot"), &[]),
     op("get", "/api/instances", "List instances", Token, None, 200, Some("InstanceList"), &[("projectId", "only this project's"), ("environmentId", "only this environment's")]),
     op("post", "/api/instances", "Bind an instance declared on an agent to an environment", Admin, Some("InstanceCreate"), 201, Some("Instance"), &[]),
@@ -159,6 +160,7 @@ fn schemas() -> Value {
         "snapshotId": nullable("string"),
         "imageRef": nullable("string"),
         "rollbackOf": nullable("string"),
+        "restoredSnapshotId": nullable("string"),
         "durationMs": nullable("integer"),
         "createdAt": {"type": "string", "format": "date-time"},
         "startedAt": time(),
@@ -223,7 +225,10 @@ fn schemas() -> Value {
             "properties": {"branch": {"type": "string"}, "commitSha": {"type": "string", "pattern": "^[0-9a-fA-F]{4,40}$"}, "tag": {"type": "string"}, "instanceId": {"type": "string"}},
         },
         "RollbackRequest": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}, "dryRun": {"type": "boolean", "description": "answer 200 with a RollbackPlan and queue nothing"}})),
-        "RollbackPlan": obj(&["dryRun", "deploymentId", "snapshot", "returnsTo"], json!({"dryRun": {"const": true}, "deploymentId": {"type": "string"}, "projectId": {"type": "string"}, "environmentId": {"type": "string"}, "instanceId": {"type": "string"}, "snapshot": schema_ref("Snapshot"), "returnsTo": obj(&["deploymentId"], json!({"deploymentId": {"type": "string"}, "imageRef": nullable("string"), "commitSha": nullable("string"), "commitMessage": nullable("string"), "branch": nullable("string"), "tag": nullable("string"), "finishedAt": time()}))})),
+        "RollbackPlan": obj(&["dryRun", "deploymentId", "snapshot", "returnsTo"], json!({"dryRun": {"const": true}, "deploymentId": {"type": "string"}, "projectId": {"type": "string"}, "environmentId": {"type": "string"}, "instanceId": {"type": "string"}, "snapshotId": {"type": "string"}, "snapshot": schema_ref("Snapshot"), "imageSource": {"const": "snapshot-time"}, "returnsTo": schema_ref("ReturnsTo"), "notes": {"type": "array", "items": {"type": "string"}}})),
+        "ReturnsTo": obj(&["deploymentId", "imageRef"], json!({"deploymentId": {"type": "string", "description": "the deployment whose image comes back"}, "imageRef": {"type": "string"}, "commitSha": nullable("string"), "commitMessage": nullable("string"), "branch": nullable("string"), "tag": nullable("string"), "triggerType": {"enum": ["manual", "webhook", "rollback"]}, "finishedAt": time()})),
+        "RestoreRequest": obj(&[], json!({"dryRun": {"type": "boolean", "description": "answer 200 with a RestorePlan and queue nothing; the body may be empty"}})),
+        "RestorePlan": obj(&["dryRun", "snapshotId", "snapshot", "imageSource", "returnsTo", "notes"], json!({"dryRun": {"const": true}, "snapshotId": {"type": "string"}, "projectId": {"type": "string"}, "environmentId": {"type": "string"}, "instanceId": {"type": "string"}, "snapshot": schema_ref("Snapshot"), "imageSource": {"enum": ["snapshot-time", "current"], "description": "snapshot-time: the image that served when the snapshot was taken; current: the image serving now stays (an imported snapshot, or nothing had been deployed then)"}, "returnsTo": schema_ref("ReturnsTo"), "notes": {"type": "array", "items": {"type": "string"}, "description": "why the image was chosen, and what follows from it"}})),
         "Step": obj(&["name", "status", "output"], json!({"name": {"type": "string"}, "status": {"enum": ["pending", "running", "completed", "failed", "skipped"]}, "output": {"type": "string"}, "durationMs": nullable("integer"), "startedAt": time(), "completedAt": time()})),
         "DeploymentSummary": obj(&["id", "projectId", "status", "triggerType", "createdAt"], deployment_summary),
         "Deployment": obj(&["id", "projectId", "status", "triggerType", "steps"], deployment),
@@ -234,7 +239,7 @@ fn schemas() -> Value {
             "required": ["seq", "at", "type"],
             "properties": {"seq": {"type": "integer"}, "at": {"type": "string"}, "type": {"enum": ["step", "log", "commit", "plan", "snapshot", "image", "finished"]}},
         },
-        "Snapshot": obj(&["id", "environmentId", "kind", "state", "pinned"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "kind": {"enum": ["pre-deploy", "manual", "scheduled"]}, "state": {"enum": ["creating", "ready", "failed", "deleted"]}, "pinned": {"type": "boolean"}, "sizeBytes": {"type": "integer"}, "createdAt": {"type": "string"}, "deploymentId": nullable("string"), "commitSha": nullable("string"), "error": nullable("string")})),
+        "Snapshot": obj(&["id", "environmentId", "kind", "state", "pinned"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "kind": {"enum": ["pre-deploy", "manual", "scheduled"]}, "state": {"enum": ["creating", "ready", "failed", "deleted"]}, "pinned": {"type": "boolean"}, "sizeBytes": {"type": "integer"}, "createdAt": {"type": "string"}, "deploymentId": nullable("string"), "commitSha": nullable("string"), "error": nullable("string"), "importedAt": {"type": ["string", "null"], "description": "when it was imported from an archive; null for a snapshot taken here"}, "originalId": {"type": ["string", "null"], "description": "an imported oCore export's id where it was first taken"}})),
         "SnapshotList": obj(&["total", "snapshots", "source"], json!({"environmentId": {"type": "string"}, "total": {"type": "integer"}, "snapshots": {"type": "array", "items": schema_ref("Snapshot")}, "source": {"enum": ["agent", "cache"]}, "agentError": nullable("string")})),
         "SnapshotEstimate": obj(&["estimatedBytes"], json!({"databaseBytes": {"type": "integer"}, "newFilestoreBytes": {"type": "integer"}, "compressionRatio": {"type": "number"}, "estimatedBytes": {"type": "integer"}, "freeDiskBytes": {"type": "integer"}})),
         "SnapshotVerification": obj(&["id", "verified"], json!({"id": {"type": "string"}, "environmentId": {"type": "string"}, "verified": {"type": "boolean"}, "parts": {"type": "integer"}, "blobs": {"type": "integer"}, "bytes": {"type": "integer"}, "problem": nullable("string")})),
@@ -283,6 +288,15 @@ fn operation(o: &Op) -> Value {
     responses.insert(o.status.to_string(), ok);
     if o.path.ends_with("/rollback") {
         responses.insert("200".into(), json!({"description": "dryRun: what the rollback would restore; nothing is queued", "content": {"application/json": {"schema": schema_ref("RollbackPlan")}}}));
+    }
+    if o.path.ends_with("/restore") {
+        responses.insert("200".into(), json!({"description": "dryRun: what the restore would do; nothing is queued", "content": {"application/json": {"schema": schema_ref("RestorePlan")}}}));
+        responses.insert(
+            "409".into(),
+            error_response(
+                "the instance has no image yet (code no_image), or the snapshot is not ready",
+            ),
+        );
     }
     if matches!(o.access, Signature) {
         responses.insert("200".into(), json!({"description": "recorded and ignored (ping, another event, a deleted, unmapped or duplicate ref)", "content": {"application/json": {"schema": schema_ref("WebhookReceipt")}}}));
@@ -337,7 +351,8 @@ fn operation(o: &Op) -> Value {
         "x-ocore-access": access,
         "requestBody": o.body.map(|b| {
             let media = if b == "SnapshotArchive" { "application/octet-stream" } else { "application/json" };
-            json!({"required": true, "content": {media: {"schema": schema_ref(b)}}})
+            // Every field of a restore request is optional, and so is the body.
+            json!({"required": b != "RestoreRequest", "content": {media: {"schema": schema_ref(b)}}})
         }),
         "responses": responses,
     })

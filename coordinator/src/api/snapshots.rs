@@ -70,6 +70,8 @@ pub fn view(s: &Snapshot) -> Value {
         "deploymentId": s.deployment_id,
         "commitSha": s.commit_sha,
         "error": s.error,
+        "importedAt": s.imported_at.map(rfc3339_ms),
+        "originalId": s.original_id,
     })
 }
 
@@ -180,6 +182,8 @@ async fn create(
         deployment_id: None,
         commit_sha: None,
         error: None,
+        imported_at: None,
+        original_id: None,
     };
     state.store.put_snapshot(&record)?;
     tracing::info!(environment = %environment.id, snapshot = %snapshot_id, "manual snapshot started by {}", p.name);

@@ -225,6 +225,8 @@ fn print_detail(d: &Value) {
     );
     if !d["rollbackOf"].is_null() {
         println!("rolls back:   deployment {}", field(d, "rollbackOf"));
+    } else if !d["restoredSnapshotId"].is_null() {
+        println!("restores:     snapshot {}", field(d, "restoredSnapshotId"));
     }
     println!(
         "reference:    branch {}, tag {}, commit {}",

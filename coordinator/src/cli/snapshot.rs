@@ -1,5 +1,6 @@
 //! `ocore snapshot …`: an environment's snapshots, through the agent holding it: list,
-//! take by hand, show, pin, unpin, delete, estimate and verify; export and import
+//! take by hand, show, pin, unpin, delete, estimate and verify; restore one over the live
+//! database (`rollback.rs`, shared with `deploy rollback`); export and import
 //! (`snapshot_transfer.rs`) move them between hosts. Retention is
 //! `ocore environment settings`.
 
@@ -101,6 +102,10 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         target: SnapshotRef,
     },
+    /// Restore a snapshot over the environment's database and filestore, with the image
+    /// that served when it was taken (an imported one keeps the image serving now): shows
+    /// the plan, then asks.
+    Restore(super::rollback::RestoreArgs),
     /// Download a snapshot as one archive file (written atomically: complete or absent).
     Export(super::snapshot_transfer::ExportArgs),
     /// Upload an archive (from `snapshot export`, or an Odoo backup zip) as a new
@@ -231,6 +236,7 @@ pub fn run(client: &ApiClient, cmd: SnapshotCommand, format: Format) -> Result<(
             }
             return Ok(());
         }
+        SnapshotCommand::Restore(args) => return super::rollback::restore(client, args, format),
         SnapshotCommand::Export(args) => {
             return super::snapshot_transfer::export(client, args, format)
         }

@@ -58,6 +58,7 @@ const ASSETS: &[Asset] = &[
     asset!("dom.js", JS),
     asset!("sse.js", JS),
     asset!("live.js", JS),
+    asset!("plan.js", JS),
     asset!("pages/signin.js", JS),
     asset!("pages/projects.js", JS),
     asset!("pages/history.js", JS),

@@ -131,14 +131,18 @@ pub struct Plan {
     pub target_color: Option<Color>,
 }
 
-/// For a rollback: the deployment rolled back and what is restored.
+/// For a rollback or a restore: what is restored, and the image that comes back. Both run
+/// as the agent's Rollback.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollbackTarget {
-    pub deployment_id: String,
-    /// The target's pre-deploy snapshot.
+    /// The deployment rolled back; `None` for the restore of a snapshot named by id.
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    /// The snapshot restored: a rollback's target's pre-deploy snapshot, or the one named.
     pub snapshot_id: String,
-    /// The image that served before the target deployment.
+    /// The image that served when the snapshot was taken (or, when that is unknown, the
+    /// one serving when the restore was asked for).
     pub image_ref: String,
     pub commit_sha: Option<String>,
 }
@@ -294,8 +298,13 @@ impl Deployment {
                 ..
             } => {
                 self.commit_sha = Some(commit_sha.clone());
-                self.commit_message = Some(commit_message.clone());
-                self.commit_author = Some(commit_author.clone());
+                // A rollback's agent knows only the image ("rollback to <image>"); the
+                // coordinator recorded the real commit's message and author when it
+                // queued the rollback, and those stay.
+                if self.rollback.is_none() || self.commit_message.is_none() {
+                    self.commit_message = Some(commit_message.clone());
+                    self.commit_author = Some(commit_author.clone());
+                }
             }
             EventKind::Plan {
                 modules_to_update,
@@ -346,6 +355,15 @@ impl Deployment {
             }
         }
         true
+    }
+
+    /// The image this deployment left serving if it succeeded: the one it pushed, or for a
+    /// rollback or restore the one it returned to.
+    pub fn served_image(&self) -> Option<&str> {
+        self.image_ref
+            .as_deref()
+            .or_else(|| self.rollback.as_ref().map(|r| r.image_ref.as_str()))
+            .filter(|i| !i.is_empty())
     }
 
     /// The closing event the coordinator appends when the agent will never send one.
@@ -429,6 +447,38 @@ pub(crate) mod tests {
         assert_eq!(r.commit_sha.as_deref(), Some("abcd"));
         assert!(GitRef::new(None, None, Some("v1.0".into())).is_ok());
         assert!(GitRef::new(Some("bad name".into()), None, None).is_err());
+    }
+
+    #[test]
+    fn a_rollback_keeps_the_commit_facts_it_was_queued_with() {
+        let commit = |seq| DeployEvent {
+            seq,
+            at: 2000,
+            kind: EventKind::Commit {
+                commit_sha: "abc".into(),
+                commit_message: "rollback to reg/ocore/i:abc".into(),
+                commit_author: String::new(),
+            },
+        };
+        let mut d = queued("r1");
+        d.commit_message = Some("first version".into());
+        d.commit_author = Some("Ann".into());
+        d.rollback = Some(RollbackTarget {
+            deployment_id: None,
+            snapshot_id: "s".into(),
+            image_ref: "reg/ocore/i:abc".into(),
+            commit_sha: Some("abc".into()),
+        });
+        assert!(d.apply(&commit(1)));
+        assert_eq!(d.commit_message.as_deref(), Some("first version"));
+        assert_eq!(d.commit_author.as_deref(), Some("Ann"));
+        // A deploy takes what the agent resolved.
+        let mut d = queued("d1");
+        assert!(d.apply(&commit(1)));
+        assert_eq!(
+            d.commit_message.as_deref(),
+            Some("rollback to reg/ocore/i:abc")
+        );
     }
 
     #[test]

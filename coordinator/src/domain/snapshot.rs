@@ -42,6 +42,12 @@ pub struct Snapshot {
     /// Why it failed, for a failed manual snapshot.
     #[serde(default)]
     pub error: Option<String>,
+    /// When it was imported from an archive (Unix ms); `None` for one taken here.
+    #[serde(default)]
+    pub imported_at: Option<i64>,
+    /// For an imported oCore export: the id it had where it was first taken.
+    #[serde(default)]
+    pub original_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

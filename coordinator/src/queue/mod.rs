@@ -655,6 +655,8 @@ impl Dispatcher {
                     deployment_id: Some(d.id.clone()),
                     commit_sha: d.commit_sha.clone(),
                     error: None,
+                    imported_at: None,
+                    original_id: None,
                 };
                 if let Err(e) = self.store.put_snapshot(&snapshot) {
                     tracing::warn!(deployment = %d.id, "cannot record snapshot {snapshot_id}: {e}");

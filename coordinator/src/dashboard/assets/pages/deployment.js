@@ -5,9 +5,10 @@
 
 import { api, may, seg, DEPLOY, ENVIRONMENTS } from '../api.js';
 import {
-  h, fill, title, crumbs, badge, facts, time, duration, bytes, shortSha, shortId, color,
-  reference, message, announce, confirmDialog,
+  h, fill, title, crumbs, badge, facts, time, duration, shortId, color, reference, announce,
+  confirmDialog,
 } from '../dom.js';
+import { restoreDialog } from '../plan.js';
 import { follow } from '../sse.js';
 import { apply, isTerminal, replayable } from '../live.js';
 
@@ -93,6 +94,10 @@ function trigger(d, project) {
   if (d.triggerType === 'rollback' && d.rollbackOf) {
     return ['rollback of ', h('a', { href: `#/projects/${seg(project)}/deployments/${seg(d.rollbackOf)}` }, shortId(d.rollbackOf))];
   }
+  if (d.triggerType === 'rollback' && d.restoredSnapshotId) {
+    return ['restore of snapshot ', h('a', { href: `#/environments/${seg(d.environmentId)}` }, h('code', {}, shortId(d.restoredSnapshotId))),
+      d.requestedBy ? ` (by ${d.requestedBy})` : null];
+  }
   return d.requestedBy ? `${d.triggerType} (by ${d.requestedBy})` : d.triggerType;
 }
 
@@ -106,6 +111,7 @@ function headerFacts(d, project) {
     ['Instance', [h('code', {}, d.instanceId), ' in environment ',
       h('a', { href: `#/environments/${seg(d.environmentId)}` }, d.environmentId)]],
     ['Instance serves now', h('span', { id: 'active-color' }, color(d.activeColor))],
+    ['Restores snapshot', d.restoredSnapshotId ? h('code', { id: 'restored-snapshot-id' }, d.restoredSnapshotId) : null],
     ['Pre-deploy snapshot', d.snapshotId ? h('code', { id: 'snapshot-id' }, d.snapshotId) : null],
     ['Image', d.imageRef ? h('code', {}, d.imageRef) : null],
     ['Created', time(d.createdAt)],
@@ -115,62 +121,18 @@ function headerFacts(d, project) {
   ]);
 }
 
-/** The deployment before `target` on the same instance that left an image: what a rollback returns to. */
-async function previousOf(project, target, signal) {
-  let seen = false;
-  for (let offset = 0; offset < 2000; offset += 100) {
-    const page = await api('GET', `/api/projects/${seg(project)}/deployments?limit=100&offset=${offset}`, undefined, { signal });
-    for (const d of page.deployments) {
-      if (d.id === target.id) seen = true;
-      else if (seen && d.instanceId === target.instanceId && d.status === 'succeeded' && d.imageRef) return d;
-    }
-    if (offset + page.deployments.length >= page.total) return null;
-  }
-  return undefined;
-}
-
-async function rollbackDialog(project, d, signal) {
-  const box = confirmDialog({
+function rollbackDialog(project, d, signal) {
+  return restoreDialog({
     id: 'rollback-dialog',
+    planId: 'rollback-restores',
     heading: `Roll back deployment ${shortId(d.id)}?`,
-    body: h('p', {}, 'Finding out what will be restored…'),
+    intro: 'The environment goes back to how it was before this deployment.',
     confirmLabel: 'Roll back',
-    cancelLabel: 'Keep the current state',
-    danger: true,
-    onConfirm: async () => {
-      const r = await api('POST', `/api/projects/${seg(project)}/rollback`, { deploymentId: d.id }, { signal });
-      location.hash = `#/projects/${seg(project)}/deployments/${seg(r.id)}`;
-    },
+    path: `/api/projects/${seg(project)}/rollback`,
+    body: { deploymentId: d.id },
+    project,
+    signal,
   });
-  box.enable(false);
-  const [snapshot, previous] = await Promise.all([
-    api('GET', `/api/environments/${seg(d.environmentId)}/snapshots/${seg(d.snapshotId)}`, undefined, { signal }).catch(() => null),
-    previousOf(project, d, signal).catch(() => undefined),
-  ]);
-  const snap = snapshot
-    ? ['snapshot ', h('code', {}, d.snapshotId), ', taken ', time(snapshot.createdAt), ` (${bytes(snapshot.sizeBytes)}, ${snapshot.kind})`]
-    : ['snapshot ', h('code', {}, d.snapshotId), ' (taken before this deployment)'];
-  let code;
-  if (previous) {
-    const subject = (previous.commitMessage || '').split('\n')[0];
-    code = ['image ', h('code', {}, previous.imageRef), ', commit ', h('code', {}, shortSha(previous.commitSha)),
-      subject ? ` “${subject}”` : '', ', deployed by ',
-      h('a', { href: `#/projects/${seg(project)}/deployments/${seg(previous.id)}` }, `deployment ${shortId(previous.id)}`),
-      ' on ', time(previous.createdAt)];
-  } else if (previous === null) {
-    code = 'no earlier successful deployment of this instance left an image, so the coordinator will refuse this rollback';
-  } else {
-    code = 'the image that served before this deployment';
-  }
-  box.setBody(
-    h('p', {}, 'Instance ', h('code', {}, d.instanceId), ' (environment ', d.environmentId,
-      ') goes back to how it was before this deployment:'),
-    h('ul', { id: 'rollback-restores' },
-      h('li', {}, h('strong', {}, 'Database and filestore: '), snap, '.'),
-      h('li', {}, h('strong', {}, 'Code: '), code, '.')),
-    h('p', {}, 'The current database and filestore are snapshotted first, so the rollback can be undone. ',
-      'Visitors see a maintenance page while the snapshot is restored.'));
-  box.enable(previous !== null);
 }
 
 export async function render({ main, params: [project, id], signal }) {

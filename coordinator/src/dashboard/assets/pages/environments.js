@@ -1,6 +1,6 @@
 // A project's environments, and one environment: its instance (which colour serves), its
-// snapshots (size, kind, pinned, age) with pin, unpin, delete, a manual snapshot and a size
-// estimate, and its retention settings. Snapshots need manage:environments.
+// snapshots (size, kind, pinned, age) with restore, pin, unpin, delete, a manual snapshot
+// and a size estimate, and its retention settings. Snapshots need manage:environments.
 
 import { api, may, session, seg, ENVIRONMENTS } from '../api.js';
 import {
@@ -8,6 +8,7 @@ import {
   message, announce, confirmDialog,
 } from '../dom.js';
 import { tabs } from './projects.js';
+import { restoreDialog } from '../plan.js';
 
 function retention(s) {
   const last = s.keepLast ? `keep the last ${s.keepLast}` : 'no count limit';
@@ -98,10 +99,10 @@ function snapshotsSection(env, instance, signal) {
 
   const draw = (answer) => {
     const rows = answer.snapshots.map((s) => ({
-      attrs: { data: { snapshot: s.id, pinned: String(s.pinned), state: s.state, kind: s.kind } },
+      attrs: { data: { snapshot: s.id, pinned: String(s.pinned), state: s.state, kind: s.kind, imported: String(Boolean(s.importedAt)) } },
       cells: [
         ago(s.createdAt),
-        s.kind,
+        s.importedAt ? [s.kind, ' ', h('span', { class: 'muted', title: `imported ${s.importedAt}` }, '(imported)')] : s.kind,
         s.state === 'ready' ? bytes(s.sizeBytes) : badge(s.state),
         s.pinned ? h('span', { class: 'pin' }, 'pinned') : 'no',
         s.deploymentId
@@ -109,6 +110,23 @@ function snapshotsSection(env, instance, signal) {
           : '—',
         s.commitSha ? h('code', {}, shortSha(s.commitSha)) : '—',
         s.state === 'ready' ? h('div', { class: 'row-actions' },
+          instance ? h('button', {
+            type: 'button', class: 'small danger', data: { action: 'restore', snapshot: s.id },
+            'aria-label': `Restore snapshot ${shortId(s.id)}`,
+            on: {
+              click: () => restoreDialog({
+                id: 'restore-dialog',
+                planId: 'restore-plan',
+                heading: `Restore snapshot ${shortId(s.id)}?`,
+                intro: `The database and filestore of ${env.name} become those of this snapshot.`,
+                confirmLabel: 'Restore',
+                path: `${base}/snapshots/${seg(s.id)}/restore`,
+                body: {},
+                project: env.projectId,
+                signal,
+              }),
+            },
+          }, 'Restore') : null,
           h('button', {
             type: 'button', class: 'small', data: { action: s.pinned ? 'unpin' : 'pin', snapshot: s.id },
             'aria-label': `${s.pinned ? 'Unpin' : 'Pin'} snapshot ${shortId(s.id)}`,

@@ -1,9 +1,10 @@
-// A project's deployment history, newest first, 20 to a page, refreshed while a
-// deployment on the page is queued or running.
+// A project's page: its deployment history, newest first, 20 to a page, refreshed while a
+// deployment on the page is queued or running; and its webhook setup (`webhooks.js`).
 
 import { api, may, seg, DEPLOY } from '../api.js';
 import { h, fill, title, crumbs, table, badge, ago, duration, shortSha, reference, message } from '../dom.js';
 import { tabs } from './projects.js';
+import { webhookSection } from './webhooks.js';
 import { isTerminal } from '../live.js';
 
 export const PAGE = 20;
@@ -15,7 +16,9 @@ function commitCell(d) {
 }
 
 function trigger(d) {
-  if (d.triggerType === 'rollback') return 'rollback';
+  if (d.triggerType === 'rollback') {
+    return d.rollbackOf || !d.restoredSnapshotId ? 'rollback' : ['rollback', h('span', { class: 'muted' }, ' (restore)')];
+  }
   if (d.triggerType === 'webhook') return 'webhook';
   return d.requestedBy ? ['manual', h('span', { class: 'muted' }, ` by ${d.requestedBy}`)] : 'manual';
 }
@@ -62,7 +65,8 @@ export async function render({ main, params: [project], query, signal }) {
     crumbs(['Projects', '#/'], [info.name, `#/projects/${seg(project)}`]),
     h('div', { class: 'page-head' }, title(`${info.name}: deployments`), actions),
     tabs(project, 'deployments'),
-    region);
+    region,
+    webhookSection(project, signal));
   // While something on the page is still moving, refresh it now and then (in the
   // background: the page is drawn already; leaving it aborts `signal`).
   refresh(first, path, draw, region, signal);
