@@ -458,6 +458,7 @@ pub(crate) mod tests {
                 commit_sha: "abc".into(),
                 commit_message: "rollback to reg/ocore/i:abc".into(),
                 commit_author: String::new(),
+                ssh_host_key: None,
             },
         };
         let mut d = queued("r1");
