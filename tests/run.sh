@@ -6,22 +6,25 @@
 #   tests/run.sh -- ARGS    extra arguments for `cargo test` (e.g. a test name filter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
+# Each section says when it starts, so a slow run shows where its time went.
+section() { echo "== $* (at $(( $(date +%s) - start )) s)"; }
 
-echo "== test environment"
+section "test environment"
 bash tests/env/setup.sh
 
-echo "== build"
+section "build"
 # The end-to-end suite drives the real binaries, so they are built first.
 cargo build --workspace --bins
 
-echo "== Odoo test image"
+section "Odoo test image"
 bash tests/odoo-image/build.sh
 
-echo "== tests"
+section "tests"
 [ "${1:-}" = "--" ] && shift
 cargo test --workspace "$@"
 
-echo "== packaging"
+section "packaging"
 # The deb and rpm packages, built from the debug binaries above (`packaging/build.sh` builds
 # release ones from the same definitions), linted, installed, run and removed on this host,
 # then run under a real systemd in a container.
