@@ -25,12 +25,14 @@ if ! cargo metadata --manifest-path "$manifest" --format-version 1 --no-deps 2>/
     | grep -q '"name":"ocore-odoo-standin"'; then
     fail "ocore-odoo-standin is not a member of the workspace $manifest; add \"tests/odoo-standin\" to [workspace] members"
 fi
-say "building the odoo stand-in (static, release)"
-cargo rustc --manifest-path "$manifest" -p ocore-odoo-standin --release --bin odoo --quiet \
+# The dev profile: it reuses the dependencies the test build already compiled (a release
+# build would compile them all again, with LTO, for a binary that only answers tests).
+say "building the odoo stand-in (static)"
+cargo rustc --manifest-path "$manifest" -p ocore-odoo-standin --bin odoo --quiet \
     -- -C target-feature=+crt-static -C strip=symbols
 target_dir="$(cargo metadata --manifest-path "$manifest" --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
-binary="$target_dir/release/odoo"
+binary="$target_dir/debug/odoo"
 [ -x "$binary" ] || fail "built binary not found at $binary"
 if ! file "$binary" | grep -q 'static'; then
     fail "$binary is not statically linked: $(file -b "$binary")"
