@@ -5,8 +5,15 @@
 //! (its [`Phase`]) before each irreversible action, so after a restart the agent knows what
 //! to undo or finish. Events are stored before they are published, so a client re-attaching
 //! with a sequence number misses nothing. Only this module opens the agent's sled database.
+//!
+//! A write that fails (a full disk) breaks the journal for the rest of the process: sled
+//! refuses every later write once one failed, and forgets unflushed writes when reopened.
+//! [`Journal::broken`] trips then, and the agent stops; it finishes the interrupted work
+//! after its restart, on the journal as it was last flushed.
 
 use std::path::Path;
+
+use tokio_util::sync::CancellationToken;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,6 +28,10 @@ pub enum JournalError {
     Sled(#[from] sled::Error),
     #[error("journal record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
+    #[error(
+        "the journal cannot be written any more (an earlier write failed); the agent restarts"
+    )]
+    Broken,
 }
 
 /// The kind of run a deployment is.
@@ -97,6 +108,8 @@ pub struct Journal {
     runs: sled::Tree,
     events: sled::Tree,
     instances: sled::Tree,
+    /// Cancelled by the first failed write; shared by every clone.
+    broken: CancellationToken,
 }
 
 impl std::fmt::Debug for Journal {
@@ -140,13 +153,39 @@ impl Journal {
             events: db.open_tree("events")?,
             instances: db.open_tree("instances")?,
             db,
+            broken: CancellationToken::new(),
         })
+    }
+
+    /// Trips when a write fails. What was not flushed before is lost at the next open, so
+    /// nothing written since may be shown to anyone.
+    pub fn broken(&self) -> CancellationToken {
+        self.broken.clone()
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_cancelled()
+    }
+
+    /// Runs one write, refusing it on a broken journal and breaking the journal if it fails.
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, JournalError>) -> Result<T, JournalError> {
+        if self.is_broken() {
+            return Err(JournalError::Broken);
+        }
+        let result = write();
+        if let Err(e @ JournalError::Sled(_)) = &result {
+            tracing::error!("cannot write the journal: {e}; stopping the agent");
+            self.broken.cancel();
+        }
+        result
     }
 
     /// Makes every write so far durable. Called before irreversible host changes.
     pub fn flush(&self) -> Result<(), JournalError> {
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError> {
@@ -158,20 +197,25 @@ impl Journal {
 
     /// Stores `record` (insert or replace) durably.
     pub fn put_run(&self, record: &RunRecord) -> Result<(), JournalError> {
-        self.runs.insert(record.id.as_bytes(), encode(record)?)?;
+        self.write(|| {
+            self.runs.insert(record.id.as_bytes(), encode(record)?)?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     /// Inserts `record` unless a run with that id exists; returns whether it was inserted.
     pub fn insert_run_if_absent(&self, record: &RunRecord) -> Result<bool, JournalError> {
-        let inserted = self
-            .runs
-            .compare_and_swap(
-                record.id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(encode(record)?),
-            )?
-            .is_ok();
+        let inserted = self.write(|| {
+            Ok(self
+                .runs
+                .compare_and_swap(
+                    record.id.as_bytes(),
+                    None as Option<&[u8]>,
+                    Some(encode(record)?),
+                )?
+                .is_ok())
+        })?;
         self.flush()?;
         Ok(inserted)
     }
@@ -196,8 +240,10 @@ impl Journal {
         seq: u64,
         event: &E,
     ) -> Result<(), JournalError> {
-        self.events.insert(event_key(run, seq), encode(event)?)?;
-        Ok(())
+        self.write(|| {
+            self.events.insert(event_key(run, seq), encode(event)?)?;
+            Ok(())
+        })
     }
 
     /// A run's events with `seq >= from`, in order.
@@ -241,7 +287,10 @@ impl Journal {
     }
 
     pub fn put_instance(&self, id: &str, state: &InstanceState) -> Result<(), JournalError> {
-        self.instances.insert(id.as_bytes(), encode(state)?)?;
+        self.write(|| {
+            self.instances.insert(id.as_bytes(), encode(state)?)?;
+            Ok(())
+        })?;
         self.flush()
     }
 }

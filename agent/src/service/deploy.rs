@@ -6,7 +6,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
 use crate::git::{validate_reference, GitAuth, Reference};
-use crate::journal::RunStatus;
+use crate::journal::{JournalError, RunStatus};
 use crate::pipeline::events::{Event, EventKind, StepStatus};
 use crate::pipeline::{DeployOrder, PipelineError, RollbackOrder};
 use crate::traffic::Color;
@@ -37,7 +37,11 @@ fn pipeline_status(e: PipelineError) -> Status {
             Status::not_found(e.to_string())
         }
         PipelineError::Conflict { .. } => Status::already_exists(e.to_string()),
-        PipelineError::ShuttingDown => Status::unavailable(e.to_string()),
+        // A failed journal write stops the agent; the coordinator retries after its restart.
+        PipelineError::ShuttingDown
+        | PipelineError::Journal(JournalError::Broken | JournalError::Sled(_)) => {
+            Status::unavailable(e.to_string())
+        }
         PipelineError::Journal(_) => Status::internal(e.to_string()),
     }
 }
