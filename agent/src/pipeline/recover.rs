@@ -7,7 +7,7 @@ use crate::journal::{Phase, RunRecord, RunStatus};
 use crate::traffic::{Color, Route};
 
 use super::containers::{container_name, update_container_name};
-use super::events::{self, EventKind, EventLog, StepStatus};
+use super::events::{self, Event, EventKind, EventLog, StepStatus};
 use super::{Pipeline, PipelineError};
 
 pub(super) async fn recover(p: &Pipeline) -> Result<usize, PipelineError> {
@@ -127,25 +127,21 @@ async fn recover_one(p: &Pipeline, mut record: RunRecord) -> Result<(), Pipeline
         notes.join("; ")
     );
     let now = events::now_ms();
-    if status == RunStatus::Failed {
-        log.emit(EventKind::Step {
-            name: step.clone(),
-            status: StepStatus::Failed,
-            started_at: None,
-            completed_at: Some(now),
-            duration_ms: None,
-            message: Some(message.clone()),
-        });
-    } else {
-        log.emit(EventKind::Step {
-            name: step.clone(),
-            status: StepStatus::Completed,
-            started_at: None,
-            completed_at: Some(now),
-            duration_ms: None,
-            message: Some(message.clone()),
-        });
-    }
+    // The step ends now; it ran from the start its journaled events show.
+    let journaled: Vec<Event> = p.journal.events(&record.id, 1)?;
+    let started_at = step_started_at(&journaled, &step);
+    log.emit(EventKind::Step {
+        name: step.clone(),
+        status: if status == RunStatus::Failed {
+            StepStatus::Failed
+        } else {
+            StepStatus::Completed
+        },
+        started_at,
+        completed_at: Some(now),
+        duration_ms: started_at.map(|s| u64::try_from(now - s).unwrap_or(0)),
+        message: Some(message.clone()),
+    });
     log.log(&step, &message);
     let active = p.journal.instance(&record.instance)?.active_color;
     log.emit(EventKind::Finished {
@@ -160,4 +156,70 @@ async fn recover_one(p: &Pipeline, mut record: RunRecord) -> Result<(), Pipeline
     record.message = Some(message);
     p.journal.put_run(&record)?;
     Ok(())
+}
+
+/// When the last run of `step` started, from a run's journaled events.
+fn step_started_at(events: &[Event], step: &str) -> Option<i64> {
+    events.iter().rev().find_map(|e| match &e.kind {
+        EventKind::Step {
+            name,
+            status: StepStatus::Running,
+            started_at,
+            ..
+        } if name == step => Some(started_at.unwrap_or(e.at)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(seq: u64, name: &str, status: StepStatus, started_at: Option<i64>) -> Event {
+        Event {
+            seq,
+            at: 1000 + seq as i64,
+            kind: EventKind::Step {
+                name: name.to_owned(),
+                status,
+                started_at,
+                completed_at: None,
+                duration_ms: None,
+                message: None,
+            },
+        }
+    }
+
+    #[test]
+    fn an_interrupted_step_keeps_its_start() {
+        let events = vec![
+            step(1, events::BUILD_IMAGE, StepStatus::Pending, None),
+            step(2, events::CLONE_REPOSITORY, StepStatus::Running, Some(500)),
+            step(
+                3,
+                events::CLONE_REPOSITORY,
+                StepStatus::Completed,
+                Some(500),
+            ),
+            step(4, events::BUILD_IMAGE, StepStatus::Running, Some(700)),
+            Event {
+                seq: 5,
+                at: 1005,
+                kind: EventKind::Log {
+                    step: events::BUILD_IMAGE.to_owned(),
+                    line: "Step 1/3".to_owned(),
+                },
+            },
+        ];
+        assert_eq!(step_started_at(&events, events::BUILD_IMAGE), Some(700));
+        assert_eq!(
+            step_started_at(&events, events::CLONE_REPOSITORY),
+            Some(500)
+        );
+        // Never started (interrupted before its first event): no start to report.
+        assert_eq!(step_started_at(&events, events::PUSH_IMAGE), None);
+        // A running event without its own time: the event's time.
+        let bare = vec![step(1, events::PUSH_IMAGE, StepStatus::Running, None)];
+        assert_eq!(step_started_at(&bare, events::PUSH_IMAGE), Some(1001));
+    }
 }
