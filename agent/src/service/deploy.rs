@@ -174,13 +174,9 @@ pub(super) async fn deploy(
         .ok_or_else(|| Status::invalid_argument("repository is required"))?;
     check_id("repository.project_id", &repository.project_id)?;
     let url = repository.url.trim().to_owned();
-    if url.is_empty()
-        || url.len() > 2048
-        || url.starts_with('-')
-        || url.contains(char::is_whitespace)
-    {
+    if !crate::git::valid_url(&url) {
         return Err(Status::invalid_argument(
-            "repository.url must be a Git URL without spaces",
+            "repository.url must be a Git URL (https://…, ssh://…, git@host:path, file://…) or an absolute path, without spaces or control characters",
         ));
     }
     crate::addons::validate_subpath(&repository.addons_subpath)
