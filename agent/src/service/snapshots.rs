@@ -28,7 +28,7 @@ fn status(kind: ErrorKind, e: impl std::fmt::Display) -> Status {
         ErrorKind::NoSpace => Status::resource_exhausted(message),
         ErrorKind::Corrupt => Status::data_loss(message),
         ErrorKind::Cancelled => Status::cancelled(message),
-        ErrorKind::Busy => Status::failed_precondition(message),
+        ErrorKind::Busy | ErrorKind::Precondition => Status::failed_precondition(message),
         ErrorKind::Internal => Status::internal(message),
     }
 }
