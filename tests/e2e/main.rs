@@ -5,6 +5,8 @@
 
 mod api;
 mod daemons;
+mod faults;
+mod fuzz;
 mod https;
 mod lifecycle;
 mod openapi;

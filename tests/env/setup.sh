@@ -6,7 +6,9 @@
 #
 # Brings up, without systemd (CI's PID 1 is not systemd):
 #   - Debian packages: postgresql nginx docker-registry zstd busybox-static curl git openssl
-#     (docker.io too, only when no Docker Engine answers and dockerd is not installed);
+#     (docker.io too, only when no Docker Engine answers and dockerd is not installed),
+#     and for the fault and fuzz tests iptables (cutting the agent's link) and
+#     python3-venv (schemathesis, by tests/fuzz/api.sh);
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
 #   - dockerd, only when `docker info` does not answer;
@@ -41,7 +43,7 @@ ENV_FILE=$STATE_DIR/env
 LOCK_FILE=$STATE_DIR/setup.lock
 POLICY_RC=/usr/sbin/policy-rc.d
 
-PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl)
+PACKAGES=(postgresql nginx docker-registry zstd busybox-static curl git openssl iptables python3-venv)
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30
