@@ -852,3 +852,92 @@ fn a_full_disk_fails_the_deployment_and_keeps_the_old_version() -> Result<()> {
     drop(disk);
     Ok(())
 }
+
+/// Conflicting snapshot requests at once (two deletes and a pin of one snapshot, with
+/// listings and estimates beside them) each get a clean answer: one delete wins, the other
+/// requests find the snapshot gone or pinned, nothing answers 5xx, and the store is intact.
+#[test]
+fn conflicting_snapshot_requests_get_clean_answers() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let site = Site::start(dir.path(), &SiteOptions::default())?;
+    let repo = AddonsRepo::init(dir.path())?;
+    repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
+    repo.commit("first version")?;
+    site.configure_shop(&repo)?;
+    let c = &site.coordinator;
+    let first = site.deploy_main()?;
+    let d = wait_deployment(c, "shop", &first, &TERMINAL, LONG)?;
+    ensure!(d["status"] == "succeeded", "{d}");
+    let base = "/api/environments/shop-prod/snapshots";
+    for round in 0..6 {
+        let taken = c.cli_json(&["snapshot", "create", "--environment", "shop-prod", "--wait"])?;
+        let id = taken["id"].as_str().context("snapshot id")?.to_owned();
+        let path = format!("{base}/{id}");
+        let requests: Vec<(&str, String)> = vec![
+            ("DELETE", path.clone()),
+            ("DELETE", path.clone()),
+            ("POST", format!("{path}/pin")),
+            ("GET", base.to_owned()),
+            ("GET", format!("{base}/estimate")),
+            ("GET", path.clone()),
+        ];
+        let answers: Vec<(String, u16, Value)> = std::thread::scope(|s| {
+            let handles: Vec<_> = requests
+                .iter()
+                .map(|(method, path)| {
+                    s.spawn(move || {
+                        let body = (*method == "POST").then_some(("application/json", "{}"));
+                        let answer =
+                            http_call(&c.url, method, path, Some(&c.admin_token), body, &[]);
+                        (format!("{method} {path}"), answer)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    let (what, answer) = h
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("a request panicked"))?;
+                    let (status, body) = answer?;
+                    Ok((what, status, body))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for (what, status, body) in &answers {
+            ensure!(
+                *status < 500,
+                "round {round}: {what} answered {status}: {body}"
+            );
+        }
+        let deleted = answers[..2].iter().filter(|a| a.1 == 200).count();
+        let pinned = answers[2].1 == 200;
+        ensure!(
+            (deleted == 1 && !pinned) || (deleted == 0 && pinned),
+            "round {round}: one delete wins, or the pin came first and both were refused: {answers:?}"
+        );
+        // Whatever the order, the snapshot is gone or pinned, and the store lists cleanly.
+        let listed = c.get_ok(base)?;
+        let left: Vec<&Value> = listed["snapshots"]
+            .as_array()
+            .context("snapshots")?
+            .iter()
+            .filter(|s| s["id"] == id.as_str())
+            .collect();
+        ensure!(
+            (deleted == 1 && left.is_empty())
+                || (deleted == 0 && left.len() == 1 && left[0]["pinned"] == true),
+            "round {round}: {left:?} after {answers:?}"
+        );
+        if deleted == 0 {
+            let (status, body) = c.api(
+                "POST",
+                &format!("{path}/unpin"),
+                Some(&c.admin_token),
+                Some(&serde_json::json!({})),
+            )?;
+            ensure!(status == 200, "{status} {body}");
+        }
+    }
+    Ok(())
+}

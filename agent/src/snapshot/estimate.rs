@@ -149,6 +149,8 @@ impl Snapshots {
     /// What a snapshot taken now would add to the store, and the free disk there.
     pub async fn estimate(&self, instance_id: &str) -> Result<Estimate, EstimateError> {
         let ctx = self.ctx(instance_id)?;
+        // It reads the published snapshots: not while one is being deleted.
+        let _store = ctx.locks.store.read().await;
         Ok(prepare(&ctx, self, &CancellationToken::new())
             .await?
             .estimate)
