@@ -6,12 +6,15 @@
 //! to undo or finish. Events are stored before they are published, so a client re-attaching
 //! with a sequence number misses nothing. Only this module opens the agent's sled database.
 //!
-//! A write that fails (a full disk) breaks the journal for the rest of the process: sled
-//! refuses every later write once one failed, and forgets unflushed writes when reopened.
+//! A write that fails breaks the journal for the rest of the process: sled refuses every
+//! later write once one failed, and forgets unflushed writes when reopened.
 //! [`Journal::broken`] trips then, and the agent stops; it finishes the interrupted work
-//! after its restart, on the journal as it was last flushed.
+//! after its restart, on the journal as it was last flushed. A full disk is not left to
+//! come to that: once a write ran out of space, sled was seen to lose writes it had
+//! already flushed, so the journal stops writing while it still has
+//! [`JOURNAL_RESERVE_BYTES`] free.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +35,16 @@ pub enum JournalError {
         "the journal cannot be written any more (an earlier write failed); the agent restarts"
     )]
     Broken,
+    #[error("only {free} bytes are free on the file system of the journal {path}; it stops below {reserve}: free some space")]
+    NoSpace {
+        path: String,
+        free: u64,
+        reserve: u64,
+    },
 }
+
+/// The journal stops writing when its file system has less than this free.
+pub const JOURNAL_RESERVE_BYTES: u64 = 8 << 20;
 
 /// The kind of run a deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +122,9 @@ pub struct Journal {
     instances: sled::Tree,
     /// Cancelled by the first failed write; shared by every clone.
     broken: CancellationToken,
+    dir: PathBuf,
+    /// Free bytes below which writes stop (`JOURNAL_RESERVE_BYTES`; tests change it).
+    reserve: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -154,7 +169,32 @@ impl Journal {
             instances: db.open_tree("instances")?,
             db,
             broken: CancellationToken::new(),
+            dir: dir.to_owned(),
+            reserve: JOURNAL_RESERVE_BYTES,
         })
+    }
+
+    /// A journal that stops writing below `reserve` free bytes.
+    pub fn with_reserve(mut self, reserve: u64) -> Self {
+        self.reserve = reserve;
+        self
+    }
+
+    /// Fails when the journal's file system has less than the reserve free.
+    fn check_space(&self) -> Result<(), JournalError> {
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) else {
+            // Unknown: the write itself will tell.
+            return Ok(());
+        };
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        if free < self.reserve {
+            return Err(JournalError::NoSpace {
+                path: self.dir.display().to_string(),
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
     }
 
     /// Trips when a write fails. What was not flushed before is lost at the next open, so
@@ -172,8 +212,8 @@ impl Journal {
         if self.is_broken() {
             return Err(JournalError::Broken);
         }
-        let result = write();
-        if let Err(e @ JournalError::Sled(_)) = &result {
+        let result = self.check_space().and_then(|()| write());
+        if let Err(e @ (JournalError::Sled(_) | JournalError::NoSpace { .. })) = &result {
             tracing::error!("cannot write the journal: {e}; stopping the agent");
             self.broken.cancel();
         }
@@ -317,6 +357,29 @@ mod tests {
             next_seq: 1,
             message: None,
         }
+    }
+
+    #[test]
+    fn the_journal_stops_writing_before_its_disk_is_full() -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(|e| JournalError::Open {
+            path: "tempdir".into(),
+            message: e.to_string(),
+        })?;
+        let j = Journal::open(dir.path())?;
+        j.put_event("d1", 1, &"stored".to_owned())?;
+        // As if the file system had less free than the reserve.
+        let full = j.clone().with_reserve(u64::MAX);
+        assert!(matches!(
+            full.put_event("d1", 2, &"refused".to_owned()),
+            Err(JournalError::NoSpace { .. })
+        ));
+        assert!(j.is_broken(), "every clone sees the journal broken");
+        assert!(matches!(
+            j.put_event("d1", 2, &"refused too".to_owned()),
+            Err(JournalError::Broken)
+        ));
+        assert_eq!(j.events::<String>("d1", 1)?, ["stored"]);
+        Ok(())
     }
 
     #[test]

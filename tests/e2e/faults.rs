@@ -782,18 +782,19 @@ fn postgresql_down_during_the_snapshot_fails_it_and_touches_nothing() -> Result<
     Ok(())
 }
 
-/// The agent's disk fills up during deployments.
+/// The agent's disk fills up.
 ///
 /// - Nearly full: the pre-deploy snapshot's disk check refuses before anything is
 ///   written; the old version keeps serving.
-/// - Completely full: the agent's journal cannot be written, so the agent stops (a failure
-///   exit, for systemd to restart it) without showing the coordinator any event it could
-///   not store. Once space is freed and the agent restarts, the deployment ends and its
-///   history is the agent's, with a colour serving.
+/// - Full before a deployment, then full during one: the journal stops writing while it
+///   still has a reserve (sled loses acknowledged writes once it hits a full disk), and
+///   the agent stops (a failure exit, for systemd to restart it) without showing the
+///   coordinator any event it did not store. Once space is freed and the agent restarts,
+///   the deployment ends, its history is the agent's, and a colour serves.
 ///
 /// After each, the next deployment goes through.
 #[test]
-fn a_full_disk_fails_the_deployment_and_keeps_the_old_version() -> Result<()> {
+fn a_full_disk_stops_deployments_cleanly_and_loses_nothing() -> Result<()> {
     let mut disk: Option<Tmpfs> = None;
     let mut rig = Rig::start_with(SiteOptions::default(), |dir| {
         // The agent's whole state directory: journal, mirrors, work trees, snapshots.
@@ -803,7 +804,7 @@ fn a_full_disk_fails_the_deployment_and_keeps_the_old_version() -> Result<()> {
     let disk = disk.context("tmpfs")?;
 
     let (old_commit, old_color) = rig.serving()?;
-    let ballast = disk.fill(16 << 20)?;
+    let ballast = disk.fill(24 << 20)?;
     rig.repo.module("mod_a", "1.8", &["base"], "A = 8\n")?;
     rig.repo.commit("deployed on a nearly full disk")?;
     let id = rig.deploy()?;
@@ -823,32 +824,65 @@ fn a_full_disk_fails_the_deployment_and_keeps_the_old_version() -> Result<()> {
     rig.assert_serving(&old_commit, &old_color)?;
     rig.assert_next_deploy_succeeds("space freed")?;
 
-    let (old_commit, old_color) = rig.serving()?;
-    let ballast = disk.fill(0)?;
-    rig.repo.module("mod_a", "1.9", &["base"], "A = 9\n")?;
-    let commit = rig.repo.commit("deployed on a full disk")?;
-    let id = rig.deploy()?;
-    let (status, log) = rig.site.agent.wait_exit(LONG)?;
-    ensure!(!status.success(), "the agent exited with {status}");
-    ensure!(
-        log.contains("cannot write the journal") && log.contains("No space left on device"),
-        "the agent says why it stopped: {log}"
-    );
-    std::fs::remove_file(&ballast)?;
-    rig.restart_agent()?;
-    // The coordinator's log is the agent's journal: an event shown before the stop and
-    // lost with the unflushed journal would differ from the one journaled in its place.
-    let d = rig.assert_history(&id)?;
-    eprintln!("disk full: {}", d["statusReason"]);
-    match d["status"].as_str() {
-        Some("failed") => rig.assert_serving(&old_commit, &old_color)?,
-        Some("succeeded") => {
-            let color = d["activeColor"].as_str().context("activeColor")?;
-            rig.assert_serving(&commit, color)?;
+    for (round, during) in [(9, false), (10, true)] {
+        let (old_commit, old_color) = rig.serving()?;
+        if during {
+            rig.repo.write("faults/slow-build", "6")?;
         }
-        _ => anyhow::bail!("{d}"),
+        rig.repo.module(
+            "mod_a",
+            &format!("1.{round}"),
+            &["base"],
+            &format!("A = {round}\n"),
+        )?;
+        let commit = rig
+            .repo
+            .commit(&format!("deployed on a full disk ({round})"))?;
+        let ballast = if during {
+            let id = rig.deploy()?;
+            rig.wait_until(&id, "the build", |d| {
+                step_status(d, "Build Image") == Some("running")
+            })?;
+            (id, disk.fill(0)?)
+        } else {
+            let ballast = disk.fill(0)?;
+            (rig.deploy()?, ballast)
+        };
+        let (id, ballast) = ballast;
+        let (status, log) = rig.site.agent.wait_exit(LONG)?;
+        ensure!(!status.success(), "the agent exited with {status}");
+        ensure!(
+            log.contains("cannot write the journal") && log.contains("free some space"),
+            "the agent says why it stopped: {log}"
+        );
+        std::fs::remove_file(&ballast)?;
+        rig.restart_agent()?;
+        // The coordinator's log is the agent's journal: an event shown before the stop and
+        // lost with it would differ from the one journaled in its place.
+        let d = rig.assert_history(&id)?;
+        eprintln!("disk full (round {round}): {}", d["statusReason"]);
+        match d["status"].as_str() {
+            Some("failed") => {
+                ensure!(
+                    d["statusReason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("interrupted")),
+                    "{d}"
+                );
+                rig.assert_serving(&old_commit, &old_color)?;
+            }
+            // Refused before it started, it was sent again after the restart.
+            Some("succeeded") if !during => {
+                let color = d["activeColor"].as_str().context("activeColor")?;
+                rig.assert_serving(&commit, color)?;
+            }
+            _ => anyhow::bail!("round {round}: {d}"),
+        }
+        if during {
+            rig.repo.remove("faults/slow-build")?;
+        }
+        rig.assert_next_deploy_succeeds(&format!("journal back {round}"))?;
     }
-    rig.assert_next_deploy_succeeds("journal back")?;
     drop(rig);
     drop(disk);
     Ok(())

@@ -39,9 +39,9 @@ fn pipeline_status(e: PipelineError) -> Status {
         PipelineError::Conflict { .. } => Status::already_exists(e.to_string()),
         // A failed journal write stops the agent; the coordinator retries after its restart.
         PipelineError::ShuttingDown
-        | PipelineError::Journal(JournalError::Broken | JournalError::Sled(_)) => {
-            Status::unavailable(e.to_string())
-        }
+        | PipelineError::Journal(
+            JournalError::Broken | JournalError::Sled(_) | JournalError::NoSpace { .. },
+        ) => Status::unavailable(e.to_string()),
         PipelineError::Journal(_) => Status::internal(e.to_string()),
     }
 }
