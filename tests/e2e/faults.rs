@@ -891,6 +891,7 @@ fn a_full_disk_stops_deployments_cleanly_and_loses_nothing() -> Result<()> {
 /// Conflicting snapshot requests at once (two deletes and a pin of one snapshot, with
 /// listings and estimates beside them) each get a clean answer: one delete wins, the other
 /// requests find the snapshot gone or pinned, nothing answers 5xx, and the store is intact.
+/// Estimates and listings during a rollback (which swaps the database) answer cleanly too.
 #[test]
 fn conflicting_snapshot_requests_get_clean_answers() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -974,5 +975,37 @@ fn conflicting_snapshot_requests_get_clean_answers() -> Result<()> {
             ensure!(status == 200, "{status} {body}");
         }
     }
+
+    // Estimates and listings while a rollback swaps the database under them.
+    repo.module("shop_base", "1.1", &["base"], "A = 2\n")?;
+    repo.commit("second version")?;
+    let second = site.deploy_main()?;
+    let d = wait_deployment(c, "shop", &second, &TERMINAL, LONG)?;
+    ensure!(d["status"] == "succeeded", "{d}");
+    let (status, rollback) = c.api(
+        "POST",
+        "/api/projects/shop/rollback",
+        Some(&c.admin_token),
+        Some(&serde_json::json!({ "deploymentId": second })),
+    )?;
+    ensure!(status == 202, "rollback: {status} {rollback}");
+    let rollback = rollback["id"].as_str().context("rollback id")?.to_owned();
+    let mut reads = 0;
+    loop {
+        for path in [format!("{base}/estimate"), base.to_owned()] {
+            let (status, body) = c.api("GET", &path, Some(&c.admin_token), None)?;
+            ensure!(
+                status < 500,
+                "GET {path} during the rollback: {status} {body}"
+            );
+            reads += 1;
+        }
+        let d = c.get_ok(&format!("/api/projects/shop/deployments/{rollback}"))?;
+        if TERMINAL.contains(&d["status"].as_str().unwrap_or_default()) {
+            ensure!(d["status"] == "succeeded", "{d}");
+            break;
+        }
+    }
+    eprintln!("{reads} reads during the rollback");
     Ok(())
 }

@@ -90,6 +90,8 @@ impl PgError {
         match self {
             PgError::Exec(ExecError::Cancelled { .. }) => ErrorKind::Cancelled,
             PgError::State { .. } => ErrorKind::Precondition,
+            // The database is being swapped (a restore): a conflict with its state, for now.
+            PgError::Db(e) if e.is_transient() => ErrorKind::Busy,
             _ => ErrorKind::Internal,
         }
     }
