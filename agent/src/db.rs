@@ -20,12 +20,58 @@ pub enum DbError {
         user: String,
         database: String,
         message: String,
+        /// The server refused for a reason a database swap causes (see `is_transient`).
+        transient: bool,
     },
-    #[error("database {database}: {source}")]
+    #[error("database {database}: {}", describe(.source))]
     Query {
         database: String,
         source: tokio_postgres::Error,
     },
+}
+
+impl DbError {
+    /// True for the failures a database swap causes (its sessions terminated, its name
+    /// briefly gone, the database in use): they pass once the swap is over.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            DbError::Connect { transient, .. } => *transient,
+            DbError::Query { source, .. } => swap_code(source.code()),
+            DbError::PasswordFile { .. } => false,
+        }
+    }
+}
+
+/// The SQLSTATEs a database swap causes: sessions terminated by an administrator, the
+/// name briefly gone, the database in use.
+fn swap_code(code: Option<&tokio_postgres::error::SqlState>) -> bool {
+    use tokio_postgres::error::SqlState;
+    code.is_some_and(|c| {
+        [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::INVALID_CATALOG_NAME,
+            SqlState::OBJECT_IN_USE,
+        ]
+        .contains(c)
+    })
+}
+
+/// What went wrong, with the server's own message and SQLSTATE when there is one
+/// (tokio-postgres alone says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
 }
 
 /// Connection settings with the password loaded.
@@ -89,7 +135,8 @@ impl Pg {
                     port: self.port,
                     user: self.user.clone(),
                     database: database.to_owned(),
-                    message: e.to_string(),
+                    message: describe(&e),
+                    transient: swap_code(e.code()),
                 })?;
         tokio::spawn(async move {
             // Ends when the client is dropped; errors surface on the client's next call.
@@ -158,5 +205,34 @@ mod tests {
         assert!(pg
             .tool_env()
             .contains(&("PGPASSWORD".to_owned(), "s3cret".to_owned())));
+    }
+
+    #[test]
+    fn a_database_swap_is_transient_other_failures_are_not() {
+        use tokio_postgres::error::SqlState;
+        let connect = |code: Option<SqlState>| DbError::Connect {
+            host: "h".into(),
+            port: 1,
+            user: "u".into(),
+            database: "shop".into(),
+            message: "m".into(),
+            transient: swap_code(code.as_ref()),
+        };
+        for code in [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::INVALID_CATALOG_NAME,
+            SqlState::OBJECT_IN_USE,
+        ] {
+            assert!(connect(Some(code.clone())).is_transient(), "{code:?}");
+            let e = crate::snapshot::PgError::Db(connect(Some(code)));
+            assert_eq!(e.kind(), crate::snapshot::ErrorKind::Busy);
+        }
+        for code in [
+            Some(SqlState::INVALID_PASSWORD),
+            Some(SqlState::TOO_MANY_CONNECTIONS),
+            None,
+        ] {
+            assert!(!connect(code).is_transient());
+        }
     }
 }

@@ -108,6 +108,25 @@ pub fn validate_reference(reference: &Reference) -> Result<(), CloneError> {
     Ok(())
 }
 
+/// Whether `url` names a repository absolutely: a URL with a Git scheme, an scp-like
+/// `user@host:path`, or an absolute path, without whitespace or control characters. A
+/// relative path would resolve against the agent's working directory, which means nothing.
+pub fn valid_url(url: &str) -> bool {
+    let schemes = ["https://", "http://", "ssh://", "git://", "file://"];
+    let scp_like = url
+        .split_once(':')
+        .is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty());
+    !url.is_empty()
+        && url.len() <= 2048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+        && !url.starts_with('-')
+        && (schemes
+            .iter()
+            .any(|s| url.starts_with(s) && url.len() > s.len())
+            || scp_like
+            || url.starts_with('/'))
+}
+
 /// The commit a reference resolved to.
 #[derive(Debug, Clone)]
 pub struct ResolvedCommit {
@@ -720,6 +739,36 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_urls_are_absolute() {
+        for ok in [
+            "https://github.com/acme/shop.git",
+            "ssh://git@github.com/acme/shop.git",
+            "git@github.com:acme/shop.git",
+            "file:///srv/git/shop.git",
+            "/srv/git/shop.git",
+        ] {
+            assert!(valid_url(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "shop.git",
+            "./shop",
+            "../../srv/shop",
+            "-oProxyCommand=x",
+            "--upload-pack=touch",
+            "/srv/a b",
+            "/srv/a\0b",
+            "/srv/a\nb",
+            "https://",
+            "ext::sh -c touch",
+        ] {
+            assert!(!valid_url(bad), "{bad:?}");
+        }
+    }
 
     fn reference(branch: Option<&str>, sha: Option<&str>, tag: Option<&str>) -> Reference {
         Reference {

@@ -5,8 +5,18 @@
 //! (its [`Phase`]) before each irreversible action, so after a restart the agent knows what
 //! to undo or finish. Events are stored before they are published, so a client re-attaching
 //! with a sequence number misses nothing. Only this module opens the agent's sled database.
+//!
+//! A write that fails breaks the journal for the rest of the process: sled refuses every
+//! later write once one failed, and forgets unflushed writes when reopened.
+//! [`Journal::broken`] trips then, and the agent stops; it finishes the interrupted work
+//! after its restart, on the journal as it was last flushed. A full disk is not left to
+//! come to that: once a write ran out of space, sled was seen to lose writes it had
+//! already flushed, so the journal stops writing while it still has
+//! [`JOURNAL_RESERVE_BYTES`] free.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -21,7 +31,20 @@ pub enum JournalError {
     Sled(#[from] sled::Error),
     #[error("journal record {key} is corrupt: {message}")]
     Corrupt { key: String, message: String },
+    #[error(
+        "the journal cannot be written any more (an earlier write failed); the agent restarts"
+    )]
+    Broken,
+    #[error("only {free} bytes are free on the file system of the journal {path}; it stops below {reserve}: free some space")]
+    NoSpace {
+        path: String,
+        free: u64,
+        reserve: u64,
+    },
 }
+
+/// The journal stops writing when its file system has less than this free.
+pub const JOURNAL_RESERVE_BYTES: u64 = 8 << 20;
 
 /// The kind of run a deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +120,11 @@ pub struct Journal {
     runs: sled::Tree,
     events: sled::Tree,
     instances: sled::Tree,
+    /// Cancelled by the first failed write; shared by every clone.
+    broken: CancellationToken,
+    dir: PathBuf,
+    /// Free bytes below which writes stop (`JOURNAL_RESERVE_BYTES`; tests change it).
+    reserve: u64,
 }
 
 impl std::fmt::Debug for Journal {
@@ -140,13 +168,64 @@ impl Journal {
             events: db.open_tree("events")?,
             instances: db.open_tree("instances")?,
             db,
+            broken: CancellationToken::new(),
+            dir: dir.to_owned(),
+            reserve: JOURNAL_RESERVE_BYTES,
         })
+    }
+
+    /// A journal that stops writing below `reserve` free bytes.
+    pub fn with_reserve(mut self, reserve: u64) -> Self {
+        self.reserve = reserve;
+        self
+    }
+
+    /// Fails when the journal's file system has less than the reserve free.
+    fn check_space(&self) -> Result<(), JournalError> {
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.dir) else {
+            // Unknown: the write itself will tell.
+            return Ok(());
+        };
+        let free = st.blocks_available().saturating_mul(st.fragment_size());
+        if free < self.reserve {
+            return Err(JournalError::NoSpace {
+                path: self.dir.display().to_string(),
+                free,
+                reserve: self.reserve,
+            });
+        }
+        Ok(())
+    }
+
+    /// Trips when a write fails. What was not flushed before is lost at the next open, so
+    /// nothing written since may be shown to anyone.
+    pub fn broken(&self) -> CancellationToken {
+        self.broken.clone()
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_cancelled()
+    }
+
+    /// Runs one write, refusing it on a broken journal and breaking the journal if it fails.
+    fn write<T>(&self, write: impl FnOnce() -> Result<T, JournalError>) -> Result<T, JournalError> {
+        if self.is_broken() {
+            return Err(JournalError::Broken);
+        }
+        let result = self.check_space().and_then(|()| write());
+        if let Err(e @ (JournalError::Sled(_) | JournalError::NoSpace { .. })) = &result {
+            tracing::error!("cannot write the journal: {e}; stopping the agent");
+            self.broken.cancel();
+        }
+        result
     }
 
     /// Makes every write so far durable. Called before irreversible host changes.
     pub fn flush(&self) -> Result<(), JournalError> {
-        self.db.flush()?;
-        Ok(())
+        self.write(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, JournalError> {
@@ -158,20 +237,25 @@ impl Journal {
 
     /// Stores `record` (insert or replace) durably.
     pub fn put_run(&self, record: &RunRecord) -> Result<(), JournalError> {
-        self.runs.insert(record.id.as_bytes(), encode(record)?)?;
+        self.write(|| {
+            self.runs.insert(record.id.as_bytes(), encode(record)?)?;
+            Ok(())
+        })?;
         self.flush()
     }
 
     /// Inserts `record` unless a run with that id exists; returns whether it was inserted.
     pub fn insert_run_if_absent(&self, record: &RunRecord) -> Result<bool, JournalError> {
-        let inserted = self
-            .runs
-            .compare_and_swap(
-                record.id.as_bytes(),
-                None as Option<&[u8]>,
-                Some(encode(record)?),
-            )?
-            .is_ok();
+        let inserted = self.write(|| {
+            Ok(self
+                .runs
+                .compare_and_swap(
+                    record.id.as_bytes(),
+                    None as Option<&[u8]>,
+                    Some(encode(record)?),
+                )?
+                .is_ok())
+        })?;
         self.flush()?;
         Ok(inserted)
     }
@@ -196,8 +280,10 @@ impl Journal {
         seq: u64,
         event: &E,
     ) -> Result<(), JournalError> {
-        self.events.insert(event_key(run, seq), encode(event)?)?;
-        Ok(())
+        self.write(|| {
+            self.events.insert(event_key(run, seq), encode(event)?)?;
+            Ok(())
+        })
     }
 
     /// A run's events with `seq >= from`, in order.
@@ -241,7 +327,10 @@ impl Journal {
     }
 
     pub fn put_instance(&self, id: &str, state: &InstanceState) -> Result<(), JournalError> {
-        self.instances.insert(id.as_bytes(), encode(state)?)?;
+        self.write(|| {
+            self.instances.insert(id.as_bytes(), encode(state)?)?;
+            Ok(())
+        })?;
         self.flush()
     }
 }
@@ -268,6 +357,29 @@ mod tests {
             next_seq: 1,
             message: None,
         }
+    }
+
+    #[test]
+    fn the_journal_stops_writing_before_its_disk_is_full() -> Result<(), JournalError> {
+        let dir = tempfile::tempdir().map_err(|e| JournalError::Open {
+            path: "tempdir".into(),
+            message: e.to_string(),
+        })?;
+        let j = Journal::open(dir.path())?;
+        j.put_event("d1", 1, &"stored".to_owned())?;
+        // As if the file system had less free than the reserve.
+        let full = j.clone().with_reserve(u64::MAX);
+        assert!(matches!(
+            full.put_event("d1", 2, &"refused".to_owned()),
+            Err(JournalError::NoSpace { .. })
+        ));
+        assert!(j.is_broken(), "every clone sees the journal broken");
+        assert!(matches!(
+            j.put_event("d1", 2, &"refused too".to_owned()),
+            Err(JournalError::Broken)
+        ));
+        assert_eq!(j.events::<String>("d1", 1)?, ["stored"]);
+        Ok(())
     }
 
     #[test]

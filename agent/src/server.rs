@@ -40,7 +40,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     // the listener exists: no new work is accepted until the host is consistent.
     let pg = crate::db::Pg::from_config(&config.postgres)?;
     let snapshots = Arc::new(crate::snapshot::Snapshots::new(config.clone(), pg.clone()));
-    let journal = crate::journal::Journal::open(&config.state_dir.join("journal"))?;
+    let journal_dir = config.state_dir.join("journal");
+    let journal = crate::journal::Journal::open(&journal_dir)?;
+    let journal_broken = journal.broken();
     let engine = crate::docker::Engine::connect()?;
     let traffic = Arc::new(crate::traffic::Nginx::new(config.nginx.clone()));
     let pipeline = crate::pipeline::Pipeline::new(
@@ -92,7 +94,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let server = tracker.spawn(server);
 
     notify_ready();
-    wait_for_shutdown(&tls).await?;
+    let stop = wait_for_shutdown(&tls, &journal_broken).await?;
     tracing::info!("shutting down; waiting up to {SHUTDOWN_GRACE:?} for in-flight requests");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     cancel.cancel();
@@ -102,11 +104,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::warn!("grace period over; exiting with requests still in flight");
-        return Ok(());
+    } else {
+        // Every tracked task has ended, so the server's result is ready.
+        server.await??;
     }
-    // Every tracked task has ended, so the server's result is ready.
-    server.await??;
-    Ok(())
+    match stop {
+        Stop::Signal => Ok(()),
+        // A failure exit: systemd restarts the agent, which reopens the journal and
+        // finishes the interrupted deployments (once the disk has room again).
+        Stop::JournalBroken => Err(anyhow::anyhow!(
+            "stopped because the journal in {} cannot be written (see the error above; a full disk?); \
+             interrupted deployments are finished when the agent starts again",
+            journal_dir.display()
+        )),
+    }
+}
+
+/// Why the agent stops.
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A journal write failed; the agent cannot keep its crash-safety promise any more.
+    JournalBroken,
 }
 
 fn notify_ready() {
@@ -115,15 +134,20 @@ fn notify_ready() {
     }
 }
 
-/// Waits for SIGTERM or SIGINT; SIGHUP reloads the TLS identity from disk meanwhile.
-async fn wait_for_shutdown(tls: &TlsState) -> anyhow::Result<()> {
+/// Waits for SIGTERM, SIGINT or a broken journal; SIGHUP reloads the TLS identity from
+/// disk meanwhile.
+async fn wait_for_shutdown(
+    tls: &TlsState,
+    journal_broken: &CancellationToken,
+) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(Stop::Signal),
+            _ = int.recv() => return Ok(Stop::Signal),
+            _ = journal_broken.cancelled() => return Ok(Stop::JournalBroken),
             _ = hup.recv() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
                 match tls.reload() {

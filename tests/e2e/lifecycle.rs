@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use ocore_tests::fixture::{AddonsRepo, Site, SiteOptions};
-use ocore_tests::{read_sse, wait_deployment};
+use ocore_tests::{history, read_sse, wait_deployment};
 use serde_json::Value;
 
 const LONG: std::time::Duration = std::time::Duration::from_secs(300);
@@ -228,25 +228,6 @@ fn filestore_sha1s(store: &std::path::Path) -> Result<std::collections::BTreeMap
     }
     Ok(files)
 }
-
-fn configure(site: &Site, repo: &AddonsRepo) -> Result<()> {
-    let c = &site.coordinator;
-    c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
-    c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    Ok(())
-}
-
 /// Waits until the deployment's "Build Image" step runs (it takes seconds).
 fn wait_building(c: &ocore_tests::Coordinator, id: &str) -> Result<Value> {
     ocore_tests::wait_for("the image build to start", LONG, || {
@@ -269,7 +250,7 @@ fn a_coordinator_crash_mid_deploy_loses_nothing_and_running_deploys_cancel() -> 
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     repo.commit("first version")?;
-    configure(&site, &repo)?;
+    site.configure_shop(&repo)?;
 
     let d = site
         .coordinator
@@ -288,23 +269,11 @@ fn a_coordinator_crash_mid_deploy_loses_nothing_and_running_deploys_cancel() -> 
         ocore_tests::step_status(&after, "Health Check"),
         Some("completed")
     );
-    let (_, events) = read_sse(
-        &c.url,
-        &format!("/api/projects/shop/deployments/{id}/events"),
-        &c.admin_token,
-        None,
-    )?;
-    let seqs: Vec<u64> = events.iter().map(|e| e.0).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "dense");
-    assert_eq!(events.iter().filter(|e| e.1 == "finished").count(), 1);
-    let steps_done = events
-        .iter()
-        .filter(|e| e.1 == "step" && e.2["status"] == "completed")
-        .count();
-    assert!(
-        steps_done >= 5,
-        "every completed step was recorded: {steps_done}"
-    );
+    // Complete: every step ended and timed, and the log is exactly what the agent
+    // journaled (same events, dense from 1, one finished), none lost across the crash.
+    history::assert_record_complete(&after)?;
+    let events = history::coordinator_events(&site, "shop", &id)?;
+    history::assert_same_history(&events, &history::agent_events(&site, &id)?)?;
 
     // Cancel while the image builds: the agent stops it and sends the final event.
     repo.write("shop_base/models.py", "A = 2\n")?;
@@ -343,7 +312,7 @@ fn snapshots_are_managed_through_the_coordinator() -> Result<()> {
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     repo.commit("first version")?;
-    configure(&site, &repo)?;
+    site.configure_shop(&repo)?;
     let c = &site.coordinator;
     // A first deployment starts the instance, which creates its database.
     let first = c.cli(&[

@@ -7,6 +7,8 @@ mod api;
 mod cli;
 mod daemons;
 mod dashboard;
+mod faults;
+mod fuzz;
 mod https;
 mod lifecycle;
 mod openapi;

@@ -10,7 +10,8 @@
 #     openssh-server fcgiwrap (the private-repository tests run their own sshd and
 #     git-http-backend); for the packaging checks dpkg-dev binutils rpm lintian rpmlint
 #     adduser man-db systemd mmdebstrap; docker.io too, only when no Docker Engine answers
-#     and dockerd is not installed;
+#     and dockerd is not installed; for the fault and fuzz tests iptables (cutting the
+#     agent's link) and python3-venv (schemathesis, by tests/fuzz/api.sh);
 #   - PostgreSQL 15 cluster "main" on 127.0.0.1:5432, superuser role ocore/ocore (SCRAM password);
 #   - Debian's docker-registry on 127.0.0.1:5000 (filesystem storage, deletes enabled);
 #   - dockerd, only when `docker info` does not answer;
@@ -54,6 +55,8 @@ SSHD_PRIVSEP=/run/sshd
 # For tests/packaging/check.sh: building, linting and installing the debs and rpms,
 # systemd-analyze, and the Debian root file system of its systemd container.
 PACKAGES+=(dpkg-dev binutils rpm lintian rpmlint adduser man-db systemd mmdebstrap)
+# For the fault and fuzz tests: cutting the agent's link, and schemathesis's virtualenv.
+PACKAGES+=(iptables python3-venv)
 
 REG_TIMEOUT=20
 PG_TIMEOUT=30

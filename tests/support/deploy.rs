@@ -98,6 +98,54 @@ pub fn configure_project_on(
     Ok(())
 }
 
+impl crate::fixture::Site {
+    /// Project `shop` on `repo`, environment and instance `shop-prod` on this site's
+    /// agent instance, branch `main` mapped to it.
+    pub fn configure_shop(&self, repo: &crate::fixture::AddonsRepo) -> Result<()> {
+        let c = &self.coordinator;
+        c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
+        c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
+        c.cli_json(&[
+            "instance",
+            "create",
+            "shop-prod",
+            "--environment",
+            "shop-prod",
+            "--agent",
+            &self.agent.name,
+            "--agent-instance",
+            &self.instance,
+        ])?;
+        c.cli_json(&[
+            "mapping",
+            "set",
+            "--project",
+            "shop",
+            "--branch",
+            "main",
+            "--environment",
+            "shop-prod",
+        ])?;
+        Ok(())
+    }
+
+    /// Queues a deployment of `shop`'s branch `main` through the API; returns its id.
+    pub fn deploy_main(&self) -> Result<String> {
+        let c = &self.coordinator;
+        let (status, body) = c.api(
+            "POST",
+            "/api/projects/shop/deploy",
+            Some(&c.admin_token),
+            Some(&serde_json::json!({"branch": "main"})),
+        )?;
+        anyhow::ensure!(status == 202, "deploy answered {status}: {body}");
+        Ok(body["id"]
+            .as_str()
+            .context("id of the deployment")?
+            .to_owned())
+    }
+}
+
 /// Creates a token with `permissions` on `project` and returns its secret.
 pub fn project_token(
     coordinator: &Coordinator,

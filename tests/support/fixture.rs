@@ -298,6 +298,13 @@ pub struct SiteOptions {
     pub agent_env: Vec<(String, String)>,
     /// Declare a second instance on the agent (`Site::second`).
     pub second_instance: bool,
+    /// How long the old colour keeps running after traffic moved away.
+    pub drain_secs: u64,
+    /// A registry of the test's own (`faults::PrivateRegistry`) instead of the shared one.
+    pub registry: Option<String>,
+    /// A PostgreSQL server of the test's own on 127.0.0.1 (`faults::PrivatePostgres`):
+    /// port, superuser and password.
+    pub postgres: Option<(u16, String, String)>,
 }
 
 impl Default for SiteOptions {
@@ -307,13 +314,25 @@ impl Default for SiteOptions {
             health_timeout_secs: 30,
             agent_env: Vec::new(),
             second_instance: false,
+            drain_secs: 1,
+            registry: None,
+            postgres: None,
         }
     }
 }
 
 impl Site {
     pub fn start(dir: &Path, options: &SiteOptions) -> Result<Self> {
-        let env = TestEnv::load()?;
+        let mut env = TestEnv::load()?;
+        if let Some(registry) = &options.registry {
+            env.registry.clone_from(registry);
+        }
+        if let Some((port, user, password)) = &options.postgres {
+            env.pg_host = "127.0.0.1".to_owned();
+            env.pg_port = *port;
+            env.pg_user.clone_from(user);
+            env.pg_password.clone_from(password);
+        }
         let coordinator = Coordinator::start(dir, &crate::CoordinatorOptions::default())?;
         let nginx = TestNginx::start(dir, &env.nginx)?;
         let instance = unique("t");
@@ -341,7 +360,7 @@ impl Site {
         std::fs::write(
             &agent.config_path,
             format!(
-                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = 1\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n{second_block}",
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = {drain}\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n{second_block}",
                 state = state.display(),
                 registry = env.registry,
                 pg_host = env.pg_host,
@@ -354,6 +373,7 @@ impl Site {
                 prefix = nginx.prefix.display(),
                 step = options.step_timeout_secs,
                 health = options.health_timeout_secs,
+                drain = options.drain_secs,
                 data = data_dir.display(),
                 bh = ports[0].0,
                 bg = ports[0].1,
@@ -430,8 +450,15 @@ impl Site {
             .output()?;
         let addons_path = String::from_utf8_lossy(&label.stdout).trim().to_owned();
         let mut command = Command::new("docker");
+        // The database server as the agent passes it (an image whose odoo.conf names
+        // none uses these, as the official image does).
         command
-            .args(["run", "--rm", "--network", "host", "-v"])
+            .args(["run", "--rm", "--network", "host"])
+            .args(["-e", &format!("HOST={}", self.env.pg_host)])
+            .args(["-e", &format!("PORT={}", self.env.pg_port)])
+            .args(["-e", &format!("USER={}", self.env.pg_user)])
+            .args(["-e", &format!("PASSWORD={}", self.env.pg_password)])
+            .arg("-v")
             .arg(format!("{}:/var/lib/odoo", self.data_dir.display()))
             .args([
                 image,
@@ -482,6 +509,31 @@ impl Drop for Site {
                 "postgres",
                 &format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
             );
+        }
+        // The images built for this site's instances (labelled by oCore with them).
+        let mut ids = Vec::new();
+        for instance in
+            std::iter::once(&self.instance).chain(self.second.as_ref().map(|s| &s.instance))
+        {
+            let images = Command::new("docker")
+                .args(["images", "-q", "--filter"])
+                .arg(format!("label=org.ocore.instance={instance}"))
+                .output();
+            if let Ok(out) = images {
+                ids.extend(
+                    String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned),
+                );
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .args(&ids)
+                .output();
         }
     }
 }

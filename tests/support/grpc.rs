@@ -56,6 +56,18 @@ pub async fn client(
     ca: &CertificateDer<'static>,
     client_auth: ClientAuth,
 ) -> Result<AgentClient<Channel>, String> {
+    Ok(AgentClient::new(
+        channel(address, agent_name, ca, client_auth).await?,
+    ))
+}
+
+/// A connected HTTP/2 channel to the agent at `address`, over mutual TLS.
+pub async fn channel(
+    address: &str,
+    agent_name: &str,
+    ca: &CertificateDer<'static>,
+    client_auth: ClientAuth,
+) -> Result<Channel, String> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -81,13 +93,104 @@ pub async fn client(
             let address = address.clone();
             async move {
                 let tcp = TcpStream::connect(&address).await?;
+                // As the coordinator does: no Nagle delay on small frames.
+                tcp.set_nodelay(true)?;
                 let tls = connector.connect(server_name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
-    Ok(AgentClient::new(channel))
+    Ok(channel)
+}
+
+/// A codec that sends and receives message bodies as raw bytes, so a test can send what
+/// no well-behaved client encodes (invalid UTF-8, truncated or garbage protobuf).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+pub struct RawCoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCoder;
+    type Decoder = RawCoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCoder
+    }
+}
+
+impl tonic::codec::Encoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, Self::Error> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+/// Calls `method` (e.g. `Deploy`) of the agent service with `body` as the encoded request.
+/// A streaming method's stream is read to its end (or `timeout`); returns the messages,
+/// or the status the agent answered with.
+pub async fn raw_call(
+    channel: Channel,
+    method: &str,
+    body: Vec<u8>,
+    streaming: bool,
+    timeout: Duration,
+) -> Result<Vec<Vec<u8>>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("not ready: {e}")))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(format!(
+        "/ocore.agent.v1.Agent/{method}"
+    ))
+    .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+    let request = tonic::Request::new(body);
+    if !streaming {
+        return grpc
+            .unary(request, path, RawCodec)
+            .await
+            .map(|r| vec![r.into_inner()]);
+    }
+    let mut stream = grpc
+        .server_streaming(request, path, RawCodec)
+        .await?
+        .into_inner();
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while let Some(message) = tokio::time::timeout_at(deadline, stream.message())
+        .await
+        .map_err(|_| tonic::Status::deadline_exceeded("the stream did not end in time"))??
+    {
+        messages.push(message);
+    }
+    Ok(messages)
 }
 
 /// Reads a deployment's event stream until it finishes (or `limit` events arrived).

@@ -14,8 +14,10 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod deploy;
+pub mod faults;
 pub mod fixture;
 pub mod grpc;
+pub mod history;
 pub mod remotes;
 
 pub use deploy::{
@@ -484,11 +486,13 @@ impl TestAgent {
         self.command(&["enroll", "--coordinator", coordinator_url, "--token", token])
     }
 
-    /// Starts `ocore-agent run` and returns its bound address.
+    /// Starts `ocore-agent run` and returns its bound address. The agent leads a process
+    /// group of its own, so `crash` can take its children with it as systemd does.
     pub fn run(&mut self) -> Result<String> {
         let mut command = Command::new(bin("ocore-agent"));
         command.arg("run").arg("--config").arg(&self.config_path);
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let mut daemon = Daemon::spawn(&format!("ocore-agent {}", self.name), command)?;
         let address = daemon.wait_log("listening on ")?;
         self.daemon = Some(daemon);
@@ -498,6 +502,36 @@ impl TestAgent {
 
     pub fn daemon(&self) -> Result<&Daemon> {
         self.daemon.as_ref().context("agent not running")
+    }
+
+    /// Waits until the agent exits by itself; returns its exit status and log.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Result<(std::process::ExitStatus, String)> {
+        let mut daemon = self.daemon.take().context("agent not running")?;
+        let child = &mut daemon.child;
+        let status = wait_for("the agent to exit", deadline, || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.address = None;
+        Ok((status, daemon.log()))
+    }
+
+    /// Kills the agent with SIGKILL, no clean-up, and waits until it is gone. The
+    /// signal goes to its whole process group: when the main process of a unit dies,
+    /// systemd kills what is left of the unit (`pg_dump`, `psql`) before it restarts it.
+    pub fn crash(&mut self) -> Result<()> {
+        let mut daemon = self.daemon.take().context("agent not running")?;
+        let status = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", daemon.pid())])
+            .status()?;
+        if !status.success() {
+            bail!("kill -KILL -{} failed", daemon.pid());
+        }
+        let child = &mut daemon.child;
+        wait_for("the killed agent to exit", DEADLINE, || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.address = None;
+        Ok(())
     }
 }
 

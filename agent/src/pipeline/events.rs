@@ -148,16 +148,22 @@ impl EventLog {
             kind,
         };
         // Durable before anyone sees it: a client must never hold an event that a crash
-        // could take back (its number would then be reused for something else).
+        // could take back (its number would then be reused for something else). An event
+        // that cannot be stored is withheld, and keeps its number for the event the agent
+        // journals once it restarts.
         let stored = self
             .journal
             .put_event(&self.run, event.seq, &event)
             .and_then(|()| self.journal.flush());
-        if let Err(e) = stored {
-            tracing::error!(deployment = %self.run, "cannot journal event {}: {e}", event.seq);
+        match stored {
+            Ok(()) => {
+                *next += 1;
+                let _ = self.tx.send(event.clone());
+            }
+            Err(e) => {
+                tracing::error!(deployment = %self.run, "event {} withheld: {e}", event.seq);
+            }
         }
-        *next += 1;
-        let _ = self.tx.send(event.clone());
         event
     }
 
@@ -305,6 +311,28 @@ mod tests {
                 .seq,
             12
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_broken_journal_withholds_events_and_keeps_their_numbers(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let journal = Journal::open(dir.path())?;
+        let log = EventLog::new("d1", journal.clone(), 0);
+        let mut rx = log.subscribe();
+        let line = || EventKind::Log {
+            step: "x".into(),
+            line: "y".into(),
+        };
+        assert_eq!(log.emit(line()).seq, 1);
+        // A failed write (a full disk) breaks the journal.
+        journal.broken().cancel();
+        assert_eq!(log.emit(line()).seq, 2);
+        assert_eq!(log.emit(line()).seq, 2, "a withheld event keeps its number");
+        assert_eq!(rx.try_recv()?.seq, 1);
+        assert!(rx.try_recv().is_err(), "nothing unstored is broadcast");
+        assert_eq!(journal.events::<Event>("d1", 1)?.len(), 1);
         Ok(())
     }
 }

@@ -267,6 +267,9 @@ impl Pipeline {
         if self.shutdown.is_cancelled() {
             return Err(PipelineError::ShuttingDown);
         }
+        if self.journal.is_broken() {
+            return Err(JournalError::Broken.into());
+        }
         if self.config.instance(instance).is_none() {
             return Err(PipelineError::UnknownInstance(instance.to_owned()));
         }
@@ -345,6 +348,10 @@ impl Pipeline {
         from_seq: u64,
     ) -> Result<mpsc::Receiver<Event>, PipelineError> {
         let from = from_seq.max(1);
+        // A broken journal may hold writes it will lose: serve nothing from it.
+        if self.journal.is_broken() {
+            return Err(JournalError::Broken.into());
+        }
         // Subscribe before reading the journal so no event falls between the two.
         let live = lock(&self.runs).get(id).map(|r| r.log.subscribe());
         if live.is_none() && self.journal.run(id)?.is_none() {
@@ -379,6 +386,7 @@ impl Pipeline {
                             return;
                         }
                     }
+                    Err(_) if journal.is_broken() => return,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the live channel: catch up from the journal.
                         for event in journal.events::<Event>(&id, next).unwrap_or_default() {

@@ -6,7 +6,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Response, Status};
 
 use crate::git::{validate_reference, GitAuth, Reference};
-use crate::journal::RunStatus;
+use crate::journal::{JournalError, RunStatus};
 use crate::pipeline::events::{Event, EventKind, StepStatus};
 use crate::pipeline::{DeployOrder, PipelineError, RollbackOrder};
 use crate::traffic::Color;
@@ -37,7 +37,11 @@ fn pipeline_status(e: PipelineError) -> Status {
             Status::not_found(e.to_string())
         }
         PipelineError::Conflict { .. } => Status::already_exists(e.to_string()),
-        PipelineError::ShuttingDown => Status::unavailable(e.to_string()),
+        // A failed journal write stops the agent; the coordinator retries after its restart.
+        PipelineError::ShuttingDown
+        | PipelineError::Journal(
+            JournalError::Broken | JournalError::Sled(_) | JournalError::NoSpace { .. },
+        ) => Status::unavailable(e.to_string()),
         PipelineError::Journal(_) => Status::internal(e.to_string()),
     }
 }
@@ -170,13 +174,9 @@ pub(super) async fn deploy(
         .ok_or_else(|| Status::invalid_argument("repository is required"))?;
     check_id("repository.project_id", &repository.project_id)?;
     let url = repository.url.trim().to_owned();
-    if url.is_empty()
-        || url.len() > 2048
-        || url.starts_with('-')
-        || url.contains(char::is_whitespace)
-    {
+    if !crate::git::valid_url(&url) {
         return Err(Status::invalid_argument(
-            "repository.url must be a Git URL without spaces",
+            "repository.url must be a Git URL (https://…, ssh://…, git@host:path, file://…) or an absolute path, without spaces or control characters",
         ));
     }
     crate::addons::validate_subpath(&repository.addons_subpath)

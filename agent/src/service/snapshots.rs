@@ -28,7 +28,7 @@ fn status(kind: ErrorKind, e: impl std::fmt::Display) -> Status {
         ErrorKind::NoSpace => Status::resource_exhausted(message),
         ErrorKind::Corrupt => Status::data_loss(message),
         ErrorKind::Cancelled => Status::cancelled(message),
-        ErrorKind::Busy => Status::failed_precondition(message),
+        ErrorKind::Busy | ErrorKind::Precondition => Status::failed_precondition(message),
         ErrorKind::Internal => Status::internal(message),
     }
 }
@@ -88,6 +88,15 @@ pub(super) async fn create_snapshot(
     request: v1::CreateSnapshotRequest,
 ) -> Result<Response<EventStream<v1::SnapshotEvent>>, Status> {
     check_snapshot_id(&request.snapshot_id)?;
+    // Both land in the snapshot's manifest: plain ids only, like everywhere else.
+    if !request.deployment_id.is_empty() {
+        super::deploy::check_id("deployment_id", &request.deployment_id)?;
+    }
+    if request.commit_sha.len() > 40 || !request.commit_sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(
+            "commit_sha must be hexadecimal, up to 40 characters",
+        ));
+    }
     let req = CreateSnapshot {
         id: request.snapshot_id.clone(),
         kind: kind_from_proto(request.kind()),

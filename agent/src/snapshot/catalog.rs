@@ -116,6 +116,18 @@ pub(super) fn summaries_sync(ctx: &Ctx) -> Result<Vec<Summary>, SnapshotError> {
     Ok(out)
 }
 
+/// The published snapshot `id`, or `NotFound`. The caller holds the store lock.
+async fn published_meta(ctx: &Ctx, id: &str) -> Result<SnapshotMeta, SnapshotError> {
+    let dir = ctx.snap_dir(id);
+    if !dir.join("meta.json").is_file() {
+        return Err(SnapshotError::NotFound {
+            instance: ctx.instance.clone(),
+            id: id.to_owned(),
+        });
+    }
+    blocking(move || meta_of(&dir)).await
+}
+
 fn meta_of(dir: &Path) -> Result<SnapshotMeta, SnapshotError> {
     let s = summary_of(dir)?;
     Ok(SnapshotMeta {
@@ -264,7 +276,10 @@ impl Snapshots {
     /// Every published snapshot of the instance, newest first.
     pub async fn list(&self, instance_id: &str) -> Result<Vec<SnapshotMeta>, SnapshotError> {
         let ctx = self.ctx(instance_id)?;
-        blocking(move || list_sync(&ctx)).await
+        // Deletion and retention hold the write side: a listing never sees one half gone.
+        let _store = ctx.locks.store.read().await;
+        let c = ctx.clone();
+        blocking(move || list_sync(&c)).await
     }
 
     pub async fn get(
@@ -274,14 +289,8 @@ impl Snapshots {
     ) -> Result<SnapshotMeta, SnapshotError> {
         let ctx = self.ctx(instance_id)?;
         check_id(snapshot_id)?;
-        let dir = ctx.snap_dir(snapshot_id);
-        if !dir.join("meta.json").is_file() {
-            return Err(SnapshotError::NotFound {
-                instance: ctx.instance.clone(),
-                id: snapshot_id.to_owned(),
-            });
-        }
-        blocking(move || meta_of(&dir)).await
+        let _store = ctx.locks.store.read().await;
+        published_meta(&ctx, snapshot_id).await
     }
 
     /// The full manifest of a snapshot.
@@ -303,7 +312,10 @@ impl Snapshots {
         pinned: bool,
     ) -> Result<SnapshotMeta, SnapshotError> {
         let ctx = self.ctx(instance_id)?;
-        let meta = self.get(instance_id, snapshot_id).await?;
+        check_id(snapshot_id)?;
+        // Exclusive, like deletion: a snapshot is never deleted between its check and its pin.
+        let _store = ctx.locks.store.write().await;
+        let meta = published_meta(&ctx, snapshot_id).await?;
         let path = ctx.snap_dir(snapshot_id).join("pinned");
         if pinned {
             disk::write_atomic(&path, b"")?;
@@ -317,12 +329,14 @@ impl Snapshots {
     /// bytes freed.
     pub async fn delete(&self, instance_id: &str, snapshot_id: &str) -> Result<u64, SnapshotError> {
         let ctx = self.ctx(instance_id)?;
-        let meta = self.get(instance_id, snapshot_id).await?;
+        check_id(snapshot_id)?;
+        let _live = ctx.locks.live.lock().await;
+        let _store = ctx.locks.store.write().await;
+        // Checked under the locks: a concurrent delete or pin has finished by now.
+        let meta = published_meta(&ctx, snapshot_id).await?;
         if meta.pinned {
             return Err(SnapshotError::Pinned { id: meta.id });
         }
-        let _live = ctx.locks.live.lock().await;
-        let _store = ctx.locks.store.write().await;
         let (c, id) = (ctx.clone(), snapshot_id.to_owned());
         let freed = blocking(move || delete_sync(&c, &id)).await?;
         tracing::info!(

@@ -16,6 +16,8 @@ pub enum ErrorKind {
     Corrupt,
     Cancelled,
     Busy,
+    /// The host is not in the state the operation needs (its database does not exist).
+    Precondition,
     Internal,
 }
 
@@ -87,6 +89,9 @@ impl PgError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             PgError::Exec(ExecError::Cancelled { .. }) => ErrorKind::Cancelled,
+            PgError::State { .. } => ErrorKind::Precondition,
+            // The database is being swapped (a restore): a conflict with its state, for now.
+            PgError::Db(e) if e.is_transient() => ErrorKind::Busy,
             _ => ErrorKind::Internal,
         }
     }
@@ -132,6 +137,15 @@ mod tests {
             e.to_string(),
             "not enough free disk for snapshot abc on /var/lib/x: needs 3.0 KiB (estimate 2.0 KiB plus a reserve of 1.0 KiB), 100 B free"
         );
+    }
+
+    #[test]
+    fn a_missing_database_is_a_precondition_not_an_internal_error() {
+        let e = PgError::State {
+            database: "shop".into(),
+            message: "does not exist".into(),
+        };
+        assert_eq!(e.kind(), ErrorKind::Precondition);
     }
 
     #[test]

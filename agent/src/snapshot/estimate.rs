@@ -17,6 +17,9 @@ use super::{blocking, Ctx, Snapshots, UnknownInstance};
 
 /// Dump bytes per byte of `pg_database_size` before any history: indexes are not dumped and
 /// the data compresses, so dumps are usually far smaller than the database.
+/// How long an estimate waits for a database swap to end.
+const SWAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub const DEFAULT_DB_RATIO: f64 = 0.25;
 /// Stored bytes per new filestore byte before any history: attachments are mostly images
 /// and PDFs that do not shrink.
@@ -149,9 +152,22 @@ impl Snapshots {
     /// What a snapshot taken now would add to the store, and the free disk there.
     pub async fn estimate(&self, instance_id: &str) -> Result<Estimate, EstimateError> {
         let ctx = self.ctx(instance_id)?;
-        Ok(prepare(&ctx, self, &CancellationToken::new())
-            .await?
-            .estimate)
+        // It reads the published snapshots: not while one is being deleted.
+        let _store = ctx.locks.store.read().await;
+        // It reads the live database without the instance's lock, so a restore may swap
+        // the database under it: try again for a few seconds, as long as the swap lasts.
+        let deadline = tokio::time::Instant::now() + SWAP_WAIT;
+        loop {
+            match prepare(&ctx, self, &CancellationToken::new()).await {
+                Err(EstimateError::Pg(PgError::Db(e)))
+                    if e.is_transient() && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(instance = instance_id, "estimate: {e}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                result => return Ok(result?.estimate),
+            }
+        }
     }
 }
 
