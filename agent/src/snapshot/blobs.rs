@@ -1,8 +1,10 @@
 //! The content-addressed blob store of one instance: each filestore file stored once,
 //! zstd-compressed, at `blobs/<first two hex>/<sha1>`.
 //!
-//! A blob is written to `blobs/.tmp/` and renamed into place only once its sha1 is known,
-//! so a blob's name always matches its content when it was stored; readers verify it again.
+//! A blob is written to a temporary file (`blobs/<prefix>/.tmp-<unique>`, or `blobs/.tmp/`
+//! when the prefix is not known in advance) and renamed into place only once its sha1 is
+//! known, so a blob's name always matches its content when it was stored; readers verify it
+//! again. `sweep` removes temporary files an interrupted writer left.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -102,6 +104,11 @@ impl BlobStore {
     /// Stores the content of `src` unless a blob with its sha1 exists. `expected` is the sha1
     /// the file's name promises: when that blob exists already, the file is only read and
     /// hashed. The sha1 returned is always the content's.
+    ///
+    /// The temporary file is written in the directory the blob will live in whenever its
+    /// sha1 is known (or promised) before writing: a rename within one directory takes only
+    /// that directory's lock, while one across directories takes the filesystem-wide rename
+    /// lock, which the workers of a capture then queue on.
     pub fn store_file(
         &self,
         worker: &mut Worker,
@@ -111,8 +118,10 @@ impl BlobStore {
     ) -> Result<Stored, FsError> {
         let mut file = File::open(src).map_err(fs_err("open", src))?;
         let len = file.metadata().map_err(fs_err("stat", src))?.len();
-        let already = expected.is_some_and(|e| locked(known).contains(e));
-        if already {
+        if len <= SMALL_FILE {
+            return self.store_small(worker, &mut file, src, known);
+        }
+        if expected.is_some_and(|e| locked(known).contains(e)) {
             let (sha1, size) = hash_reader(&mut file, &mut worker.buf, src)?;
             if locked(known).contains(&sha1) {
                 return Ok(Stored {
@@ -124,21 +133,76 @@ impl BlobStore {
             // The name lied about the content: store what is really there.
             file = File::open(src).map_err(fs_err("open", src))?;
         }
-        if !worker.dirs.contains(&self.tmp_dir()) {
-            disk::create_dir_all(&self.tmp_dir())?;
-            worker.dirs.insert(self.tmp_dir());
-        }
-        let tmp = self.tmp_dir().join(unique_name());
-        let result = self.compress_to(worker, &mut file, len, src, &tmp);
-        let (sha1, size, stored) = match result {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
+        let dir = match expected {
+            Some(e) => self.prefix_dir(e),
+            None => self.tmp_dir(),
         };
+        let tmp = worker.tmp_in(&dir)?;
+        let (sha1, size, stored) = self
+            .compress_stream(worker, &mut file, src, &tmp)
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        self.publish(worker, &tmp, sha1, size, stored, known)
+    }
+
+    /// A file read whole: hashed first, so an existing blob costs no compression and a new
+    /// one is written next to where it will live.
+    fn store_small(
+        &self,
+        worker: &mut Worker,
+        file: &mut File,
+        src: &Path,
+        known: &KnownBlobs,
+    ) -> Result<Stored, FsError> {
+        let mut buf = std::mem::take(&mut worker.buf);
+        buf.clear();
+        let result = (|| {
+            file.read_to_end(&mut buf).map_err(fs_err("read", src))?;
+            let sha1 = hex::encode(Sha1::digest(&buf));
+            let size = buf.len() as u64;
+            if locked(known).contains(&sha1) {
+                return Ok(Stored {
+                    sha1,
+                    size,
+                    new_stored: None,
+                });
+            }
+            let tmp = worker.tmp_in(&self.prefix_dir(&sha1))?;
+            let written = (|| {
+                let compressed = worker
+                    .compressor(self.level)
+                    .and_then(|c| c.compress(&buf))
+                    .map_err(fs_err("compress", src))?;
+                let mut out = File::create(&tmp).map_err(fs_err("create", &tmp))?;
+                out.write_all(&compressed).map_err(fs_err("write", &tmp))?;
+                Ok(compressed.len() as u64)
+            })();
+            match written {
+                Ok(stored) => self.publish(worker, &tmp, sha1, size, stored, known),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        })();
+        worker.buf = buf;
+        result
+    }
+
+    /// Renames a fully written temporary file to its blob name, unless another worker
+    /// stored the same content meanwhile.
+    fn publish(
+        &self,
+        worker: &mut Worker,
+        tmp: &Path,
+        sha1: String,
+        size: u64,
+        stored: u64,
+        known: &KnownBlobs,
+    ) -> Result<Stored, FsError> {
         if !locked(known).insert(sha1.clone()) {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(tmp);
             return Ok(Stored {
                 sha1,
                 size,
@@ -146,16 +210,13 @@ impl BlobStore {
             });
         }
         let dest = self.path(&sha1);
-        if let Some(parent) = dest.parent() {
-            if !worker.dirs.contains(parent) {
-                disk::create_dir_all(parent)?;
-                worker.dirs.insert(parent.to_owned());
-            }
-        }
-        if let Err(e) = std::fs::rename(&tmp, &dest) {
+        let placed = worker
+            .ensure_dir(&self.prefix_dir(&sha1))
+            .and_then(|()| std::fs::rename(tmp, &dest).map_err(fs_err("store the blob", &dest)));
+        if let Err(e) = placed {
             locked(known).remove(&sha1);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(fs_err("store the blob", &dest)(e));
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
         }
         Ok(Stored {
             sha1,
@@ -164,32 +225,19 @@ impl BlobStore {
         })
     }
 
-    fn compress_to(
+    fn prefix_dir(&self, sha1: &str) -> PathBuf {
+        self.dir.join(sha1.get(..2).unwrap_or("00"))
+    }
+
+    /// Compresses a large file in chunks: (sha1, size, compressed size).
+    fn compress_stream(
         &self,
         worker: &mut Worker,
         src: &mut File,
-        len: u64,
         src_path: &Path,
         tmp: &Path,
     ) -> Result<(String, u64, u64), FsError> {
-        let mut out = File::create(tmp).map_err(fs_err("create", tmp))?;
-        if len <= SMALL_FILE {
-            let mut buf = std::mem::take(&mut worker.buf);
-            buf.clear();
-            let result = (|| {
-                src.read_to_end(&mut buf)
-                    .map_err(fs_err("read", src_path))?;
-                let sha1 = hex::encode(Sha1::digest(&buf));
-                let compressed = worker
-                    .compressor(self.level)
-                    .and_then(|c| c.compress(&buf))
-                    .map_err(fs_err("compress", src_path))?;
-                out.write_all(&compressed).map_err(fs_err("write", tmp))?;
-                Ok((sha1, buf.len() as u64, compressed.len() as u64))
-            })();
-            worker.buf = buf;
-            return result;
-        }
+        let out = File::create(tmp).map_err(fs_err("create", tmp))?;
         let mut hasher = Sha1::new();
         let mut size = 0u64;
         let mut enc = zstd::stream::write::Encoder::new(CountingWriter::new(out), self.level)
@@ -277,15 +325,23 @@ impl BlobStore {
         disk::remove_all(&self.tmp_dir())?;
         let mut count = 0;
         let mut bytes = 0;
-        for sha1 in self.list()? {
-            if keep.contains(&sha1) {
+        for sub in disk::list_dir(&self.dir)? {
+            let name = sub.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if !is_hex(name, 2) {
                 continue;
             }
-            let path = self.path(&sha1);
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            disk::remove_all(&path)?;
-            count += 1;
-            bytes += len;
+            for path in disk::list_dir(&sub)? {
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with(TMP_PREFIX) {
+                    // Left by a writer that was interrupted: never a blob anyone needs.
+                    disk::remove_all(&path)?;
+                } else if is_hex(name, 40) && !keep.contains(name) {
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    disk::remove_all(&path)?;
+                    count += 1;
+                    bytes += len;
+                }
+            }
         }
         Ok((count, bytes))
     }
@@ -361,7 +417,24 @@ pub struct Worker {
     dirs: HashSet<PathBuf>,
 }
 
+/// The name prefix of temporary files inside the prefix directories.
+const TMP_PREFIX: &str = ".tmp-";
+
 impl Worker {
+    fn ensure_dir(&mut self, dir: &Path) -> Result<(), FsError> {
+        if !self.dirs.contains(dir) {
+            disk::create_dir_all(dir)?;
+            self.dirs.insert(dir.to_owned());
+        }
+        Ok(())
+    }
+
+    /// A fresh temporary file name in `dir`, which is created if needed.
+    fn tmp_in(&mut self, dir: &Path) -> Result<PathBuf, FsError> {
+        self.ensure_dir(dir)?;
+        Ok(dir.join(format!("{TMP_PREFIX}{}", unique_name())))
+    }
+
     fn compressor(&mut self, level: i32) -> std::io::Result<&mut zstd::bulk::Compressor<'static>> {
         if self.compressor.is_none() {
             self.compressor = Some(zstd::bulk::Compressor::new(level)?);
@@ -501,9 +574,38 @@ mod tests {
             "{err}"
         );
 
+        // A large file whose name promises another prefix is written there first, then
+        // moved to its real place.
+        let big2: Vec<u8> = big.iter().map(|b| b.wrapping_add(1)).collect();
+        let s3 = sha1_hex(&big2);
+        std::fs::write(fs.join("d"), &big2)?;
+        let promised = "ff".to_owned() + &"0".repeat(38);
+        let moved = store.store_file(&mut w, &fs.join("d"), Some(&promised), &known)?;
+        assert_eq!(moved.sha1, s3);
+        let mut out = Vec::new();
+        store.read_to(&s3, big2.len() as u64, &mut out)?;
+        assert_eq!(out, big2);
+        // Storing leaves no temporary file behind.
+        let leftovers = |store: &BlobStore| -> Vec<PathBuf> {
+            walkdir::WalkDir::new(&store.dir)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_file())
+                .filter(|e| !is_hex(e.file_name().to_str().unwrap_or(""), 40))
+                .map(|e| e.into_path())
+                .collect()
+        };
+        assert_eq!(leftovers(&store), Vec::<PathBuf>::new());
+
+        // What an interrupted writer leaves is swept with the unreferenced blobs.
+        let half_written = store.prefix_dir(&s2).join(format!("{TMP_PREFIX}1234"));
+        std::fs::write(&half_written, b"partial")?;
+        std::fs::create_dir_all(store.tmp_dir())?;
+        std::fs::write(store.tmp_dir().join("x"), b"partial")?;
         let (count, _) = store.sweep(&HashSet::from([s2.clone()]))?;
-        assert_eq!(count, 1);
+        assert_eq!(count, 2, "s1 and s3 were not kept");
         assert_eq!(store.list()?, HashSet::from([s2]));
+        assert_eq!(leftovers(&store), Vec::<PathBuf>::new());
         Ok(())
     }
 }

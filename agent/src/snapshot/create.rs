@@ -20,6 +20,9 @@ use super::manifest::{
 };
 use super::{blocking, Ctx, Progress, SnapshotMeta, SnapshotProgress, Snapshots, UnknownInstance};
 
+/// How often dirty snapshot data is written back while a snapshot is taken.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// What to snapshot and why; the id comes from the coordinator.
 #[derive(Debug, Clone)]
 pub struct CreateSnapshot {
@@ -170,6 +173,8 @@ impl Snapshots {
         let facts = prepared.facts;
         let tables = facts.table_count;
 
+        // Dirty dump and blob pages are written back while the parts run, not all at the end.
+        let flush = disk::BackgroundFlush::start(tmp.to_owned(), FLUSH_EVERY);
         // The database and the filestore parts run side by side; either failing stops both.
         let both = cancel.child_token();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
@@ -250,6 +255,7 @@ impl Snapshots {
             (r, took)
         };
         let ((db_result, db_took), (fs_result, fs_took)) = tokio::join!(db_part, fs_part);
+        blocking(move || flush.finish()).await;
         if cancel.is_cancelled() {
             return Err(CreateSnapshotError::Cancelled { id });
         }

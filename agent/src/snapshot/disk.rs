@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::errors::{fs_err, FsError, NotEnoughSpace};
 
@@ -78,6 +80,65 @@ pub fn sync_filesystem(path: &Path) -> Result<(), FsError> {
         path: path.to_owned(),
         source: std::io::Error::from(e),
     })
+}
+
+/// Writes back the filesystem holding a directory every `every` while a long write runs,
+/// so the `syncfs` that must precede publishing finds little left to flush instead of
+/// waiting for everything at the end. Errors are ignored here: the final `syncfs` reports
+/// them.
+#[derive(Debug)]
+pub struct BackgroundFlush {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundFlush {
+    pub fn start(dir: PathBuf, every: Duration) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("snapshot-flush".to_owned())
+            .spawn(move || {
+                let (lock, cv) = &*flag;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let (guard, _) = cv
+                        .wait_timeout(stopped, every)
+                        .unwrap_or_else(|p| p.into_inner());
+                    stopped = guard;
+                    if *stopped {
+                        return;
+                    }
+                    drop(stopped);
+                    let _ = sync_filesystem(&dir);
+                    stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                }
+            })
+            .ok();
+        Self { stop, thread }
+    }
+
+    /// Stops and waits for a flush in progress (blocking: call it off the async threads).
+    pub fn finish(mut self) {
+        self.signal();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn signal(&self) {
+        let (lock, cv) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        cv.notify_all();
+    }
+}
+
+impl Drop for BackgroundFlush {
+    /// Dropped without `finish` (a failure or a cancelled task): the thread ends after the
+    /// flush it may be doing, without anyone waiting for it.
+    fn drop(&mut self) {
+        self.signal();
+    }
 }
 
 /// Replaces `path` with `bytes` so readers see the old or the new content, never a mix.
