@@ -105,36 +105,6 @@ fn on_terminal(c: &Coordinator, args: &[&str], input: &str, no_color: bool) -> R
     Ok(child.wait_with_output()?)
 }
 
-/// Project `shop`, environment and instance `shop-prod` on the site's agent instance,
-/// branch `main` mapped to it.
-fn configure(site: &Site, repo: &AddonsRepo) -> Result<()> {
-    let c = &site.coordinator;
-    c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
-    c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    c.cli_json(&[
-        "mapping",
-        "set",
-        "--project",
-        "shop",
-        "--branch",
-        "main",
-        "--environment",
-        "shop-prod",
-    ])?;
-    Ok(())
-}
-
 #[test]
 fn login_administration_errors_and_json_output() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -433,7 +403,7 @@ fn deployments_are_followed_listed_interrupted_cancelled_and_rolled_back() -> Re
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     repo.commit("first version")?;
-    configure(&site, &repo)?;
+    site.configure_shop(&repo)?;
 
     // Followed on a pipe: plain lines, no colour or spinner, exit 0.
     let first = c.cli(&[
@@ -678,7 +648,7 @@ fn snapshots_are_verified_exported_and_imported_on_another_host() -> Result<()> 
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     repo.commit("first version")?;
-    configure(&site, &repo)?;
+    site.configure_shop(&repo)?;
     let first = c.cli(&[
         "deploy",
         "--project",
@@ -776,7 +746,7 @@ fn snapshots_are_verified_exported_and_imported_on_another_host() -> Result<()> 
     let other_dir = tempfile::tempdir()?;
     let other = Site::start(other_dir.path(), &SiteOptions::default())?;
     let o = &other.coordinator;
-    configure(&other, &repo)?;
+    other.configure_shop(&repo)?;
     let imported = o.cli_json(&[
         "snapshot",
         "import",

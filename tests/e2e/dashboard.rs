@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ocore_tests::browser::Browser;
 use ocore_tests::fixture::{AddonsRepo, Site, SiteOptions};
-use ocore_tests::{project_token, read_sse, wait_deployment, Coordinator};
+use ocore_tests::{configure_project_on, project_token, read_sse, wait_deployment, Coordinator};
 use serde_json::json;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -142,37 +142,7 @@ fn deploy_watch_live_and_roll_back_in_a_real_browser() -> Result<()> {
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     let v1 = repo.commit("first version")?;
     let c = &site.coordinator;
-    c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
-    c.cli_json(&[
-        "environment",
-        "create",
-        "shop-prod",
-        "--project",
-        "shop",
-        "--name",
-        "production",
-    ])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    c.cli_json(&[
-        "mapping",
-        "set",
-        "--project",
-        "shop",
-        "--branch",
-        "main",
-        "--environment",
-        "shop-prod",
-    ])?;
+    configure_project_on(c, "shop", &repo.url(), &site.agent.name, &site.instance)?;
     // A first deployment from the CLI: the rollback below returns to its image.
     let first = c.cli(&[
         "deploy",

@@ -22,29 +22,7 @@ fn deploy_follow_and_roll_back_through_the_api() -> Result<()> {
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     let v1 = repo.commit("first version")?;
-    c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
-    c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    c.cli_json(&[
-        "mapping",
-        "set",
-        "--project",
-        "shop",
-        "--branch",
-        "main",
-        "--environment",
-        "shop-prod",
-    ])?;
+    site.configure_shop(&repo)?;
 
     let first = c.cli(&[
         "deploy",

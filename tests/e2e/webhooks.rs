@@ -259,29 +259,7 @@ fn pushes_of_each_provider_deploy_the_pushed_commit_on_the_real_pipeline() -> Re
     let repo = AddonsRepo::init(dir.path())?;
     repo.module("shop_base", "1.0", &["base"], "A = 1\n")?;
     let v1 = repo.commit("first version")?;
-    c.cli_json(&["project", "create", "shop", "--repository", &repo.url()])?;
-    c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
-    c.cli_json(&[
-        "instance",
-        "create",
-        "shop-prod",
-        "--environment",
-        "shop-prod",
-        "--agent",
-        "web1",
-        "--agent-instance",
-        &site.instance,
-    ])?;
-    c.cli_json(&[
-        "mapping",
-        "set",
-        "--project",
-        "shop",
-        "--branch",
-        "main",
-        "--environment",
-        "shop-prod",
-    ])?;
+    site.configure_shop(&repo)?;
     let conf = c.cli_json(&["webhook", "reconfigure", "--project", "shop"])?;
     let secret = conf["secret"].as_str().context("secret")?;
     for p in ["github", "gitlab", "bitbucket"] {
