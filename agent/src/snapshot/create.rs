@@ -255,7 +255,8 @@ impl Snapshots {
             (r, took)
         };
         let ((db_result, db_took), (fs_result, fs_took)) = tokio::join!(db_part, fs_part);
-        blocking(move || flush.finish()).await;
+        let flushes = blocking(move || flush.finish()).await;
+        tracing::debug!(snapshot = %id, flushes, "written back while it was taken");
         if cancel.is_cancelled() {
             return Err(CreateSnapshotError::Cancelled { id });
         }

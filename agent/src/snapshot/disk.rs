@@ -89,6 +89,7 @@ pub fn sync_filesystem(path: &Path) -> Result<(), FsError> {
 #[derive(Debug)]
 pub struct BackgroundFlush {
     stop: Arc<(Mutex<bool>, Condvar)>,
+    flushes: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -96,12 +97,19 @@ impl BackgroundFlush {
     pub fn start(dir: PathBuf, every: Duration) -> Self {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let flag = Arc::clone(&stop);
+        let flushes = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&flushes);
         let thread = std::thread::Builder::new()
             .name("snapshot-flush".to_owned())
             .spawn(move || {
                 let (lock, cv) = &*flag;
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
+                    // Checked before waiting too: a stop signalled before this thread got
+                    // the lock would otherwise wait out a whole period.
+                    if *stopped {
+                        return;
+                    }
                     let (guard, _) = cv
                         .wait_timeout(stopped, every)
                         .unwrap_or_else(|p| p.into_inner());
@@ -110,20 +118,28 @@ impl BackgroundFlush {
                         return;
                     }
                     drop(stopped);
-                    let _ = sync_filesystem(&dir);
+                    if sync_filesystem(&dir).is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
                     stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                 }
             })
             .ok();
-        Self { stop, thread }
+        Self {
+            stop,
+            flushes,
+            thread,
+        }
     }
 
     /// Stops and waits for a flush in progress (blocking: call it off the async threads).
-    pub fn finish(mut self) {
+    /// Returns how many flushes were done.
+    pub fn finish(mut self) -> u64 {
         self.signal();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.flushes.load(Ordering::Relaxed)
     }
 
     fn signal(&self) {
@@ -219,6 +235,30 @@ mod tests {
         let err = check_free(dir.path(), u64::MAX / 2, "snapshot x").expect_err("too big");
         assert!(err.to_string().contains("snapshot x"), "{err}");
         Ok(())
+    }
+
+    #[test]
+    fn background_flush_flushes_until_finished_and_a_drop_does_not_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("dirty"), vec![7u8; 1 << 20]).expect("write");
+        let flush = BackgroundFlush::start(dir.path().to_owned(), Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let flushes = flush.finish();
+        assert!(flushes >= 1, "no flush in 300 ms at a 10 ms period");
+        assert!(started.elapsed() < Duration::from_secs(5), "finish hung");
+        // Waiting a whole period is not needed to stop, nor to drop.
+        let idle = BackgroundFlush::start(dir.path().to_owned(), Duration::from_secs(3600));
+        let started = std::time::Instant::now();
+        assert_eq!(idle.finish(), 0);
+        drop(BackgroundFlush::start(
+            dir.path().to_owned(),
+            Duration::from_secs(3600),
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "stopping waited a period"
+        );
     }
 
     #[test]
