@@ -107,11 +107,24 @@ impl TestEnv {
 }
 
 /// A port free right now on 127.0.0.1.
+///
+/// The kernel may hand the same ephemeral port out again once its probe socket is closed,
+/// so ports already returned to this test process are never returned twice: two ports of
+/// one agent configuration that collide make the agent refuse it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..100 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        if port != 0 && !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    0
 }
 
 /// A unique, lower-case name for databases, instances and images of one test.
