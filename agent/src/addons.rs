@@ -2,7 +2,7 @@
 //! there are, and each module's content checksum with the scheme of click-odoo-update /
 //! OCA module_auto_update, so the agent knows which modules changed.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use sha1_smol::Sha1;
@@ -125,18 +125,109 @@ fn walk(root: &Path, rel: &Path, depth: usize, addons: &mut Addons) -> Result<()
     Ok(())
 }
 
-/// Shell-style match as Python's `fnmatch`: `*` matches any run of characters including
-/// `/`, `?` one character.
+/// Shell-style match as Python's `fnmatch.fnmatch` on POSIX: `*` matches any run of
+/// characters including `/`, `?` one character, `[seq]` / `[!seq]` one character in (or not
+/// in) the set, with `a-z` ranges; a `[` without its `]` is an ordinary character.
 pub fn fnmatch(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    match_from(&p, &t)
+}
+
+/// One element of a pattern: a literal, `?`, `*` or a bracket set.
+enum Token {
+    Literal(char),
+    Any,
+    Star,
+    Set {
+        negated: bool,
+        items: Vec<(char, char)>,
+    },
+}
+
+fn tokens(p: &[char]) -> Vec<Token> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < p.len() {
+        match p[i] {
+            '*' => {
+                // Consecutive stars match like one.
+                if !matches!(out.last(), Some(Token::Star)) {
+                    out.push(Token::Star);
+                }
+                i += 1;
+            }
+            '?' => {
+                out.push(Token::Any);
+                i += 1;
+            }
+            '[' => {
+                // Python: `]` right after `[` or `[!` is a member; the set ends at the next `]`.
+                let mut j = i + 1;
+                if j < p.len() && p[j] == '!' {
+                    j += 1;
+                }
+                if j < p.len() && p[j] == ']' {
+                    j += 1;
+                }
+                while j < p.len() && p[j] != ']' {
+                    j += 1;
+                }
+                if j >= p.len() {
+                    out.push(Token::Literal('['));
+                    i += 1;
+                    continue;
+                }
+                let mut k = i + 1;
+                let negated = p[k] == '!';
+                if negated {
+                    k += 1;
+                }
+                let mut items = Vec::new();
+                let mut first = true;
+                while k < j {
+                    let c = p[k];
+                    if c == ']' && !first {
+                        break;
+                    }
+                    first = false;
+                    if k + 2 < j && p[k + 1] == '-' {
+                        items.push((c, p[k + 2]));
+                        k += 3;
+                    } else {
+                        items.push((c, c));
+                        k += 1;
+                    }
+                }
+                out.push(Token::Set { negated, items });
+                i = j + 1;
+            }
+            c => {
+                out.push(Token::Literal(c));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn match_from(p: &[char], t: &[char]) -> bool {
+    let toks = tokens(p);
+    let one = |tok: &Token, c: char| match tok {
+        Token::Literal(l) => *l == c,
+        Token::Any => true,
+        Token::Set { negated, items } => {
+            items.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *negated
+        }
+        Token::Star => false,
+    };
     let (mut pi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < toks.len() && !matches!(toks[pi], Token::Star) && one(&toks[pi], t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < toks.len() && matches!(toks[pi], Token::Star) {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -147,60 +238,157 @@ pub fn fnmatch(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    toks[pi..].iter().all(|t| matches!(t, Token::Star))
 }
 
-/// sha1 over the sorted relative paths and contents of a module's files, leaving out
-/// [`CHECKSUM_EXCLUDES`] (the click-odoo-update scheme).
-pub fn module_checksum(module_dir: &Path) -> Result<String, AddonsError> {
-    let mut files = Vec::new();
-    collect_files(module_dir, Path::new(""), &mut files)?;
-    files.retain(|rel| !CHECKSUM_EXCLUDES.iter().any(|p| fnmatch(p, rel)));
-    files.sort();
-    let mut hash = Sha1::new();
-    for rel in &files {
-        hash.update(rel.as_bytes());
-        let path = module_dir.join(rel);
-        hash.update(&std::fs::read(&path).map_err(io(&path))?);
+/// What a module checksum leaves out, as click-odoo-update decides it for a database: the
+/// exclude patterns (`module_auto_update.exclude_patterns`, else [`CHECKSUM_EXCLUDES`]) and
+/// the languages whose translations count (the database's active ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumRules {
+    pub exclude: Vec<String>,
+    /// Language prefixes (the part of a code before `_`); `.po` files of `i18n/` and
+    /// `i18n_extra/` in other languages are left out. Empty keeps every `.po` file.
+    pub keep_langs: std::collections::BTreeSet<String>,
+}
+
+impl ChecksumRules {
+    /// The rules for a database whose exclude parameter is `exclude` (None when unset) and
+    /// whose active languages are `languages` (codes such as `en_US`).
+    pub fn new(exclude: Option<&str>, languages: &[String]) -> Self {
+        let exclude = match exclude {
+            // click-odoo-update splits on commas and strips, keeping empty entries.
+            Some(text) => text.split(',').map(|p| p.trim().to_owned()).collect(),
+            None => CHECKSUM_EXCLUDES.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let keep_langs = languages
+            .iter()
+            .map(|l| l.split('_').next().unwrap_or_default().to_owned())
+            .collect();
+        Self {
+            exclude,
+            keep_langs,
+        }
     }
+
+    fn keeps(&self, reldir: &str, filename: &str, filepath: &str) -> bool {
+        if self.exclude.iter().any(|p| fnmatch(p, filepath)) {
+            return false;
+        }
+        if !self.keep_langs.is_empty() && (reldir == "i18n" || reldir == "i18n_extra") {
+            let (base, ext) = split_ext(filename);
+            if ext == ".po"
+                && !self
+                    .keep_langs
+                    .contains(base.split('_').next().unwrap_or(""))
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Python's `os.path.splitext` on a file name: the extension starts at the last dot, unless
+/// the dots only lead the name (`.po` has none).
+fn split_ext(name: &str) -> (&str, &str) {
+    let leading = name.len() - name.trim_start_matches('.').len();
+    match name[leading..].rfind('.') {
+        Some(i) => name.split_at(leading + i),
+        None => (name, ""),
+    }
+}
+
+/// The module checksum of click-odoo-contrib's `addon_hash`: sha1 over the relative path and
+/// the content of each kept file, walked as `os.walk` does (a folder's own files in sorted
+/// order, then each subfolder in sorted order; symlinked folders are not entered).
+pub fn module_checksum(module_dir: &Path, rules: &ChecksumRules) -> Result<String, AddonsError> {
+    let mut hash = Sha1::new();
+    walk_hash(module_dir, "", rules, &mut hash)?;
     Ok(hash.digest().to_string())
 }
 
-fn collect_files(base: &Path, rel: &Path, out: &mut Vec<String>) -> Result<(), AddonsError> {
-    let dir = base.join(rel);
-    for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+fn walk_hash(
+    top: &Path,
+    reldir: &str,
+    rules: &ChecksumRules,
+    hash: &mut Sha1,
+) -> Result<(), AddonsError> {
+    let dir = if reldir.is_empty() {
+        top.to_owned()
+    } else {
+        top.join(reldir)
+    };
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        // os.walk ignores folders it cannot list.
+        Err(_) if !reldir.is_empty() => return Ok(()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(io(&dir))?;
-        let child = rel.join(entry.file_name());
+        let name = entry
+            .file_name()
+            .into_string()
+            .map_err(|name| AddonsError::Io {
+                path: dir.join(name),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "file name is not UTF-8",
+                ),
+            })?;
         let kind = entry.file_type().map_err(io(&dir))?;
-        if kind.is_dir() {
-            collect_files(base, &child, out)?;
-        } else if kind.is_file() {
-            out.push(child.to_string_lossy().into_owned());
+        // os.walk sorts entries with `is_dir()`, which follows symlinks; a symlinked folder
+        // is listed as a folder but not walked (followlinks=False).
+        let is_dir = kind.is_dir()
+            || (kind.is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir()));
+        if is_dir {
+            dirs.push((name, kind.is_symlink()));
+        } else {
+            files.push(name);
         }
+    }
+    files.sort();
+    dirs.sort();
+    for name in &files {
+        let filepath = if reldir.is_empty() {
+            name.clone()
+        } else {
+            format!("{reldir}/{name}")
+        };
+        if !rules.keeps(reldir, name, &filepath) {
+            continue;
+        }
+        hash.update(filepath.as_bytes());
+        let path = top.join(&filepath);
+        hash.update(&std::fs::read(&path).map_err(io(&path))?);
+    }
+    for (name, symlink) in &dirs {
+        if *symlink {
+            continue;
+        }
+        let child = if reldir.is_empty() {
+            name.clone()
+        } else {
+            format!("{reldir}/{name}")
+        };
+        walk_hash(top, &child, rules, hash)?;
     }
     Ok(())
 }
 
 /// Checksums of every module of `addons` in the checkout at `root`.
-pub fn checksums(root: &Path, addons: &Addons) -> Result<BTreeMap<String, String>, AddonsError> {
+pub fn checksums(
+    root: &Path,
+    addons: &Addons,
+    rules: &ChecksumRules,
+) -> Result<BTreeMap<String, String>, AddonsError> {
     addons
         .modules
         .iter()
-        .map(|(name, dir)| Ok((name.clone(), module_checksum(&root.join(dir))?)))
-        .collect()
-}
-
-/// Modules to update: installed in the database, present in the checkout, and whose
-/// checksum differs from (or is missing in) the checksums stored in the database.
-pub fn changed_modules(
-    installed: &HashSet<String>,
-    stored: &HashMap<String, String>,
-    current: &BTreeMap<String, String>,
-) -> Vec<String> {
-    current
-        .iter()
-        .filter(|(name, sum)| installed.contains(*name) && stored.get(*name) != Some(*sum))
-        .map(|(name, _)| name.clone())
+        .map(|(name, dir)| Ok((name.clone(), module_checksum(&root.join(dir), rules)?)))
         .collect()
 }
 
@@ -270,48 +458,114 @@ mod tests {
         Ok(())
     }
 
+    fn defaults() -> ChecksumRules {
+        ChecksumRules::new(None, &[])
+    }
+
     #[test]
     fn checksum_ignores_static_tests_and_compiled_files() -> Result<(), AddonsError> {
         let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
         let m = dir.path().join("m");
         write(&m, "__manifest__.py", "{'version': '1.0'}");
         write(&m, "models/x.py", "x = 1");
-        let base = module_checksum(&m)?;
+        let base = module_checksum(&m, &defaults())?;
         write(&m, "static/src/app.js", "console.log(1)");
         write(&m, "tests/test_x.py", "assert True");
         write(&m, "models/x.pyc", "bytecode");
         write(&m, "i18n/m.pot", "msgid");
-        assert_eq!(module_checksum(&m)?, base, "excluded files do not count");
+        assert_eq!(
+            module_checksum(&m, &defaults())?,
+            base,
+            "excluded files do not count"
+        );
         write(&m, "i18n/fr.po", "msgid");
-        let with_po = module_checksum(&m)?;
+        let with_po = module_checksum(&m, &defaults())?;
         assert_ne!(with_po, base);
         write(&m, "models/x.py", "x = 2");
-        assert_ne!(module_checksum(&m)?, with_po);
+        assert_ne!(module_checksum(&m, &defaults())?, with_po);
         Ok(())
     }
 
     #[test]
-    fn checksum_matches_click_odoo_update() -> Result<(), AddonsError> {
-        // sha1("__manifest__.py" + "{}" + "a.py" + "1"), as addon_hash computes it.
+    fn checksum_walks_like_os_walk() -> Result<(), AddonsError> {
+        // os.walk hashes a folder's own files before its subfolders: `z.py` at the top
+        // comes before `a/b.py`, which a flat sorted list would put first.
         let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
         write(dir.path(), "__manifest__.py", "{}");
-        write(dir.path(), "a.py", "1");
-        let expected = Sha1::from("__manifest__.py{}a.py1").digest().to_string();
-        assert_eq!(module_checksum(dir.path())?, expected);
+        write(dir.path(), "z.py", "1");
+        write(dir.path(), "a/b.py", "2");
+        write(dir.path(), "a/c/d.py", "3");
+        write(dir.path(), "b/e.py", "4");
+        let expected = Sha1::from("__manifest__.py{}z.py1a/b.py2a/c/d.py3b/e.py4")
+            .digest()
+            .to_string();
+        assert_eq!(module_checksum(dir.path(), &defaults())?, expected);
         Ok(())
     }
 
     #[test]
-    fn only_installed_changed_modules_update() {
-        let installed: HashSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let stored: HashMap<String, String> = [("a", "1"), ("b", "2")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let current: BTreeMap<String, String> = [("a", "1"), ("b", "9"), ("c", "3"), ("d", "4")]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        assert_eq!(changed_modules(&installed, &stored, &current), ["b", "c"]);
+    fn checksum_keeps_only_translations_of_active_languages() -> Result<(), AddonsError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let m = dir.path();
+        write(m, "__manifest__.py", "{}");
+        write(m, "i18n/en_GB.po", "gb");
+        write(m, "i18n/fr.po", "fr");
+        write(m, "i18n/fr_BE.po", "be");
+        write(m, "i18n_extra/de.po", "de");
+        write(m, "i18n/notes.txt", "kept");
+        write(m, "data/fr.po", "not a translation folder");
+        // With only en_US active, en_GB.po counts (same language) and fr.po does not; .po
+        // files outside i18n/ and i18n_extra/ always count.
+        let en = ChecksumRules::new(None, &["en_US".to_owned()]);
+        let expected =
+            "__manifest__.py{}data/fr.ponot a translation folderi18n/en_GB.pogbi18n/notes.txtkept";
+        assert_eq!(
+            module_checksum(m, &en)?,
+            Sha1::from(expected).digest().to_string()
+        );
+        let en_fr = ChecksumRules::new(None, &["en_US".to_owned(), "fr_FR".to_owned()]);
+        let with_fr = "__manifest__.py{}data/fr.ponot a translation folderi18n/en_GB.pogbi18n/fr.pofri18n/fr_BE.pobei18n/notes.txtkept";
+        assert_eq!(
+            module_checksum(m, &en_fr)?,
+            Sha1::from(with_fr).digest().to_string()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn exclude_patterns_come_from_the_database_when_set() -> Result<(), AddonsError> {
+        let dir = tempfile::tempdir().map_err(io(Path::new("tmp")))?;
+        let m = dir.path();
+        write(m, "__manifest__.py", "{}");
+        write(m, "README.rst", "readme");
+        write(m, "static/x.js", "js");
+        let rules = ChecksumRules::new(Some(" README.rst , *.pyc"), &[]);
+        assert_eq!(rules.exclude, ["README.rst", "*.pyc"]);
+        assert_eq!(
+            module_checksum(m, &rules)?,
+            Sha1::from("__manifest__.py{}static/x.jsjs")
+                .digest()
+                .to_string()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn fnmatch_sets_follow_python() {
+        assert!(fnmatch("i18n/[ab]*.po", "i18n/a.po"));
+        assert!(!fnmatch("i18n/[!ab]*.po", "i18n/a.po"));
+        assert!(fnmatch("[a-c]x", "bx"));
+        assert!(fnmatch("[]]", "]"));
+        assert!(fnmatch("a[", "a["), "an unclosed bracket is literal");
+        assert!(fnmatch("[a-]", "-"));
+        assert!(fnmatch("**/x", "a/b/x"));
+    }
+
+    #[test]
+    fn splitext_follows_python() {
+        assert_eq!(split_ext("fr.po"), ("fr", ".po"));
+        assert_eq!(split_ext(".po"), (".po", ""));
+        assert_eq!(split_ext("a.b.po"), ("a.b", ".po"));
+        assert_eq!(split_ext("README"), ("README", ""));
     }
 }

@@ -121,6 +121,10 @@ pub struct PipelineConfig {
     /// Time a stopping Odoo container gets between SIGTERM and SIGKILL.
     #[serde(default = "default_stop_grace")]
     pub stop_grace_secs: u64,
+    /// Finished deployments the agent's journal keeps per instance (the coordinator keeps
+    /// the whole history).
+    #[serde(default = "default_journal_keep_runs")]
+    pub journal_keep_runs: usize,
 }
 
 impl Default for PipelineConfig {
@@ -130,6 +134,7 @@ impl Default for PipelineConfig {
             health_timeout_secs: default_health_timeout(),
             drain_secs: default_drain(),
             stop_grace_secs: default_stop_grace(),
+            journal_keep_runs: default_journal_keep_runs(),
         }
     }
 }
@@ -144,6 +149,9 @@ fn default_drain() -> u64 {
     2
 }
 fn default_stop_grace() -> u64 {
+    20
+}
+fn default_journal_keep_runs() -> usize {
     20
 }
 
@@ -198,6 +206,26 @@ pub struct InstanceConfig {
     pub odoo_uid: u32,
     #[serde(default = "default_odoo_id")]
     pub odoo_gid: u32,
+    /// Load Odoo's demo data when oCore creates the database (never for production).
+    #[serde(default)]
+    pub demo: bool,
+    /// Language of a database oCore creates (loaded, and the admin's), e.g. `fr_FR`.
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Country of the main company of a database oCore creates (ISO code, e.g. `BE`).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// Odoo's `workers`. Unset: what the image's `odoo.conf` says (Odoo's default is 0,
+    /// one threaded process serving websockets on its HTTP port).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// Address the colours listen on. Loopback: only nginx reaches them (Odoo runs with
+    /// `--proxy-mode`, which trusts `X-Forwarded-*` from whoever connects).
+    #[serde(default = "default_http_interface")]
+    pub http_interface: std::net::IpAddr,
+    /// Address nginx listens on for `public_port`; unset, every address.
+    #[serde(default)]
+    pub public_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -238,6 +266,41 @@ fn default_blob_level() -> i32 {
 }
 fn default_odoo_id() -> u32 {
     101
+}
+fn default_language() -> String {
+    "en_US".to_owned()
+}
+fn default_http_interface() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+/// Odoo language codes: `fr`, `fr_BE`, `sr@latin`.
+pub fn validate_language(code: &str) -> Result<(), String> {
+    let (base, script) = match code.split_once('@') {
+        Some((b, s)) => (b, Some(s)),
+        None => (code, None),
+    };
+    let (lang, region) = match base.split_once('_') {
+        Some((l, r)) => (l, Some(r)),
+        None => (base, None),
+    };
+    let ok = (2..=3).contains(&lang.len())
+        && lang.bytes().all(|b| b.is_ascii_lowercase())
+        && region.is_none_or(|r| {
+            (2..=3).contains(&r.len())
+                && r.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
+        && script.is_none_or(|s| {
+            !s.is_empty() && s.len() <= 8 && s.bytes().all(|b| b.is_ascii_lowercase())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "language {code:?} must be an Odoo language code such as en_US, fr_BE or sr@latin"
+        ))
+    }
 }
 
 /// Why a configuration file could not be used. Each variant names the file.
@@ -327,6 +390,12 @@ impl AgentConfig {
                 problems.push(format!("{what} must be greater than 0"));
             }
         }
+        if !(1..=100_000).contains(&self.pipeline.journal_keep_runs) {
+            problems.push(format!(
+                "pipeline.journal_keep_runs {} must be between 1 and 100000",
+                self.pipeline.journal_keep_runs
+            ));
+        }
         if let Some(file) = &self.postgres.password_file {
             check_abs_path("postgres.password_file", file, &mut problems);
         }
@@ -379,6 +448,21 @@ impl AgentConfig {
                     "{at}: base_image {:?} must be an image reference like odoo:17.0",
                     inst.base_image
                 ));
+            }
+            if let Err(e) = validate_language(&inst.language) {
+                problems.push(format!("{at}: {e}"));
+            }
+            if let Some(country) = &inst.country {
+                if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
+                    problems.push(format!(
+                        "{at}: country {country:?} must be a two-letter ISO code such as BE"
+                    ));
+                }
+            }
+            if let Some(workers) = inst.workers {
+                if workers > 256 {
+                    problems.push(format!("{at}: workers {workers} must be at most 256"));
+                }
             }
             for (what, port) in [
                 ("public_port", inst.public_port),
@@ -577,6 +661,34 @@ green = { http = 28069, gevent = 28072 }
         assert!(msg.contains("snapshots.blob_zstd_level 40"), "{msg}");
         let err = parse(&format!("{GOOD}\n[snapshots]\njobs = 2\n")).expect_err("unknown");
         assert!(err.to_string().contains("jobs"), "{err}");
+    }
+
+    #[test]
+    fn database_creation_and_serving_settings_are_checked() {
+        let config = parse(GOOD).expect("valid config");
+        let inst = config.instance("shop-prod").expect("instance");
+        assert!(!inst.demo);
+        assert_eq!(inst.language, "en_US");
+        assert_eq!(inst.country, None);
+        assert_eq!(inst.workers, None);
+        assert_eq!(inst.http_interface.to_string(), "127.0.0.1");
+        assert_eq!(inst.public_address, None);
+        let text = GOOD.replace(
+            "base_image",
+            "language = \"french\"\ncountry = \"be\"\nworkers = 1000\nbase_image",
+        );
+        let err = parse(&text).expect_err("invalid");
+        let msg = err.to_string();
+        assert!(msg.contains("language \"french\""), "{msg}");
+        assert!(msg.contains("country \"be\""), "{msg}");
+        assert!(msg.contains("workers 1000"), "{msg}");
+        let err = parse(&GOOD.replace("base_image", "http_interface = \"localhost\"\nbase_image"))
+            .expect_err("not an address");
+        assert!(err.to_string().contains("http_interface"), "{err}");
+        assert!(validate_language("sr@latin").is_ok());
+        assert!(validate_language("fr_BE").is_ok());
+        assert!(validate_language("es_419").is_ok());
+        assert!(validate_language("FR").is_err());
     }
 
     #[test]

@@ -163,6 +163,21 @@ impl Pg {
         Ok(row.is_some())
     }
 
+    /// Drops `database` (its sessions are terminated first); absent is fine.
+    pub async fn drop_database(&self, database: &str) -> Result<(), DbError> {
+        let client = self.connect("postgres").await?;
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                quote_ident(database)
+            ))
+            .await
+            .map_err(|source| DbError::Query {
+                database: database.to_owned(),
+                source,
+            })
+    }
+
     /// Environment for libpq client programs.
     pub fn tool_env(&self) -> Vec<(String, String)> {
         let mut env = vec![

@@ -16,6 +16,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
+use std::io::Read as _;
 use tokio_util::sync::CancellationToken;
 
 pub const LABEL_MANAGED: &str = "org.ocore.managed";
@@ -25,6 +26,8 @@ pub const LABEL_DEPLOYMENT: &str = "org.ocore.deployment";
 pub const LABEL_COMMIT: &str = "org.ocore.commit";
 pub const LABEL_ROLE: &str = "org.ocore.role";
 pub const LABEL_ADDONS_PATH: &str = "org.ocore.addons-path";
+/// On an image: the command oCore runs Odoo with, a JSON array (default `["odoo"]`).
+pub const LABEL_ODOO_COMMAND: &str = "org.ocore.odoo-command";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -32,8 +35,14 @@ pub enum DockerError {
     Connect(String),
     #[error("docker: {0}")]
     Api(String),
-    #[error("image build failed at `{step}`: {message}")]
-    Build { step: String, message: String },
+    /// `output` holds the lines of the failing step that say why (pip's own error), each
+    /// once.
+    #[error("image build failed at `{step}`: {message}{}", if output.is_empty() { String::new() } else { format!("\n{}", output.join("\n")) })]
+    Build {
+        step: String,
+        message: String,
+        output: Vec<String>,
+    },
     #[error("pushing {image} failed: {message}")]
     Push { image: String, message: String },
     #[error("{what} did not finish within {timeout:?}")]
@@ -53,6 +62,9 @@ impl From<bollard::errors::Error> for DockerError {
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
+    /// Replaces the image's entrypoint (oCore runs `odoo` itself, so the official
+    /// entrypoint never puts the database password on a command line).
+    pub entrypoint: Option<Vec<String>>,
     pub cmd: Vec<String>,
     pub env: Vec<String>,
     /// `host:container[:mode]` bind mounts.
@@ -98,16 +110,74 @@ fn build_error(
     message: String,
     tail: std::collections::VecDeque<String>,
 ) -> DockerError {
-    let output: Vec<String> = tail
+    // The engine's own progress lines say nothing about the failure.
+    let lines: Vec<String> = tail
         .into_iter()
-        .filter(|l| !l.starts_with("--->"))
+        .filter(|l| !l.starts_with("--->") && !l.starts_with("Running in "))
         .collect();
-    let message = if output.is_empty() {
-        message
-    } else {
-        format!("{message}\n{}", output.join("\n"))
+    // pip, apt and most tools start the line that says why with "error:" / "E:".
+    let is_error = |l: &String| {
+        let lower = l.to_ascii_lowercase();
+        lower.starts_with("error:") || lower.starts_with("e: ")
     };
-    DockerError::Build { step, message }
+    let chosen: Vec<&String> = if lines.iter().any(is_error) {
+        lines.iter().filter(|l| is_error(l)).collect()
+    } else {
+        lines.iter().rev().take(8).rev().collect()
+    };
+    let mut output: Vec<String> = Vec::new();
+    for line in chosen {
+        if !output.contains(line) {
+            output.push(line.clone());
+        }
+    }
+    DockerError::Build {
+        step,
+        message: strip_ansi(message.trim()),
+        output,
+    }
+}
+
+/// Removes terminal escape sequences (the classic builder colours a step's standard error
+/// red with `ESC[91m`): step output is read in logs and browsers, not on a terminal.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            // CSI: parameters and intermediates, then one final byte in @..~.
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' {
+                        break;
+                    }
+                    if c == '\u{1b}' && chars.peek() == Some(&'\\') {
+                        chars.next();
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
 }
 
 impl Engine {
@@ -125,13 +195,15 @@ impl Engine {
             .map_err(|e| DockerError::Connect(e.to_string()))
     }
 
-    /// Builds `tag` from a tar build context, streaming the build output line by line.
+    /// Builds `tag` from the tar build context in the file `context`, streamed to the
+    /// engine in chunks (never held whole in memory), streaming the build output line by
+    /// line. Labels are written in the Dockerfile (one instruction), not passed here: the
+    /// classic builder turns each label of the API into a build step of its own.
     pub async fn build(
         &self,
-        context: Vec<u8>,
+        context: &std::path::Path,
         dockerfile: &str,
         tag: &str,
-        labels: &HashMap<String, String>,
         on_line: &mut (dyn FnMut(&str) + Send),
         cancel: &CancellationToken,
     ) -> Result<(), DockerError> {
@@ -140,11 +212,15 @@ impl Engine {
             .t(tag)
             .rm(true)
             .forcerm(true)
-            .labels(labels)
             .build();
-        let mut stream =
-            self.docker
-                .build_image(options, None, Some(bollard::body_full(context.into())));
+        let file = tokio::fs::File::open(context)
+            .await
+            .map_err(|e| DockerError::Api(format!("opening {}: {e}", context.display())))?;
+        let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let mut stream = self.docker.build_image(options, None, Some(body));
         let mut step = String::from("start of build");
         // The last lines of output go into the error: they say why a step failed (pip's
         // "Could not find a version that satisfies the requirement …").
@@ -160,13 +236,14 @@ impl Engine {
                 Err(e) => return Err(build_error(step, e.to_string(), tail)),
             };
             if let Some(text) = info.stream.as_deref() {
+                let text = strip_ansi(text);
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
                     if line.starts_with("Step ") {
                         step = line.trim().to_owned();
                         tail.clear();
                     } else {
                         tail.push_back(line.trim().to_owned());
-                        if tail.len() > 8 {
+                        if tail.len() > 40 {
                             tail.pop_front();
                         }
                     }
@@ -178,6 +255,108 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// An image's labels and environment.
+    pub async fn image_config(
+        &self,
+        image: &str,
+    ) -> Result<(HashMap<String, String>, Vec<String>), DockerError> {
+        let inspect = self.docker.inspect_image(image).await?;
+        let config = inspect.config.unwrap_or_default();
+        Ok((
+            config.labels.unwrap_or_default(),
+            config.env.unwrap_or_default(),
+        ))
+    }
+
+    /// An image's id (`sha256:…`).
+    pub async fn image_id(&self, image: &str) -> Result<String, DockerError> {
+        let inspect = self.docker.inspect_image(image).await?;
+        inspect
+            .id
+            .ok_or_else(|| DockerError::Api(format!("image {image} has no id")))
+    }
+
+    /// Creates (never starts) a container of `image` named `name`, to read files of the
+    /// image with [`Engine::read_file`] and [`Engine::path_exists`]; remove it afterwards.
+    pub async fn create_probe(
+        &self,
+        name: &str,
+        image: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), DockerError> {
+        let spec = ContainerSpec {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            // Never run: the command only has to be valid for the engine to create it.
+            entrypoint: Some(vec!["/ocore-probe-never-started".to_owned()]),
+            cmd: Vec::new(),
+            env: Vec::new(),
+            binds: Vec::new(),
+            labels: labels.clone(),
+            restart: false,
+        };
+        self.create(&spec).await.map(|_| ())
+    }
+
+    /// Whether `path` exists in the (created) container.
+    pub async fn path_exists(&self, container: &str, path: &str) -> Result<bool, DockerError> {
+        let options = bollard::query_parameters::ContainerArchiveInfoOptionsBuilder::new()
+            .path(path)
+            .build();
+        match self
+            .docker
+            .get_container_archive_info(container, Some(options))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One regular file of a (created) container, if it exists (at most `limit` bytes).
+    pub async fn read_file(
+        &self,
+        container: &str,
+        path: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, DockerError> {
+        let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        let mut stream = self
+            .docker
+            .download_from_container(container, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(bytes) => {
+                    archive.extend_from_slice(&bytes);
+                    if archive.len() > limit + 64 * 1024 {
+                        return Ok(None);
+                    }
+                }
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let entries = tar
+            .entries()
+            .map_err(|e| DockerError::Api(format!("reading {path} from the image: {e}")))?;
+        for entry in entries {
+            let mut entry = entry
+                .map_err(|e| DockerError::Api(format!("reading {path} from the image: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut (&mut entry).take(limit as u64), &mut content)
+                    .map_err(|e| DockerError::Api(format!("reading {path} from the image: {e}")))?;
+                return Ok(Some(content));
+            }
+        }
+        Ok(None)
     }
 
     /// Pushes `repo:tag` and returns the digest the registry stored.
@@ -254,6 +433,7 @@ impl Engine {
     fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
@@ -482,5 +662,47 @@ impl Engine {
             text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
         text.trim_end().to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_removed() {
+        assert_eq!(
+            strip_ansi("\u{1b}[91merror: externally-managed-environment\n\u{1b}[0m"),
+            "error: externally-managed-environment\n"
+        );
+        assert_eq!(strip_ansi("a\u{1b}]0;title\u{7}b"), "ab");
+        assert_eq!(strip_ansi("plain"), "plain");
+    }
+
+    #[test]
+    fn a_failed_build_names_the_error_once() {
+        let tail: std::collections::VecDeque<String> = [
+            " ---> Running in 1234",
+            "Collecting nonexistent-package==1.0",
+            "ERROR: Could not find a version that satisfies the requirement nonexistent-package==1.0 (from versions: none)",
+            "ERROR: No matching distribution found for nonexistent-package",
+            "ERROR: No matching distribution found for nonexistent-package",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        let e = build_error("Step 3/5 : RUN pip".into(), "returned 1".into(), tail);
+        let text = e.to_string();
+        assert_eq!(
+            text.matches("No matching distribution").count(),
+            1,
+            "{text}"
+        );
+        assert!(!text.contains("Collecting"), "{text}");
+        let plain: std::collections::VecDeque<String> =
+            ["a", "b"].into_iter().map(str::to_owned).collect();
+        assert!(build_error("s".into(), "m".into(), plain)
+            .to_string()
+            .ends_with("m\na\nb"));
     }
 }

@@ -290,15 +290,26 @@ fn fetch_error(url: &str, e: &git2::Error, rejected: Option<(String, String)>) -
     }
 }
 
-/// Opens or creates the bare mirror of `url` at `mirror` and fetches every branch and tag.
+/// The repository a local URL (an absolute path or `file://`) names.
+fn local_path(url: &str) -> Option<&Path> {
+    if let Some(rest) = url.strip_prefix("file://") {
+        return Some(Path::new(rest));
+    }
+    url.starts_with('/').then(|| Path::new(url))
+}
+
+/// Opens or creates the bare mirror of `url` at `mirror` and fetches every branch and tag
+/// (nothing else: a remote's other refs, such as GitHub's `refs/pull/*`, may point at
+/// objects the fetch does not need, or that are missing). A mirror this call created is
+/// removed again when the fetch fails, so no empty mirror stays behind.
 pub fn fetch_mirror(
     url: &str,
     mirror: &Path,
     auth: &GitAuth,
-    mut on_progress: impl FnMut(&str),
+    on_progress: impl FnMut(&str),
 ) -> Result<FetchStats, CloneError> {
-    let repo = match Repository::open_bare(mirror) {
-        Ok(repo) => repo,
+    let (repo, created) = match Repository::open_bare(mirror) {
+        Ok(repo) => (repo, false),
         Err(_) => {
             if mirror.exists() {
                 // A mirror that cannot be opened is corrupt (e.g. a crash during creation).
@@ -311,9 +322,26 @@ pub fn fetch_mirror(
                 path: mirror.to_owned(),
                 source,
             })?;
-            Repository::init_bare(mirror)?
+            (Repository::init_bare(mirror)?, true)
         }
     };
+    let fetched = match local_path(url) {
+        Some(path) => fetch_local(path, &repo, &[], on_progress),
+        None => fetch_remote(url, &repo, auth, on_progress),
+    };
+    if fetched.is_err() && created {
+        drop(repo);
+        let _ = std::fs::remove_dir_all(mirror);
+    }
+    fetched
+}
+
+fn fetch_remote(
+    url: &str,
+    repo: &Repository,
+    auth: &GitAuth,
+    mut on_progress: impl FnMut(&str),
+) -> Result<FetchStats, CloneError> {
     // An anonymous remote: the URL is not written into the mirror's config, so credentials
     // carried in a URL never land on disk.
     let mut remote = repo.remote_anonymous(url)?;
@@ -342,7 +370,8 @@ pub fn fetch_mirror(
     });
     let mut options = FetchOptions::new();
     options.remote_callbacks(callbacks);
-    options.download_tags(git2::AutotagOption::All);
+    // Tags come through their own refspec; automatic tag following would add nothing.
+    options.download_tags(git2::AutotagOption::None);
     options.prune(git2::FetchPrune::On);
     let fetched = remote.fetch(
         &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
@@ -353,6 +382,130 @@ pub fn fetch_mirror(
     fetched.map_err(|e| fetch_error(url, &e, rejected.borrow_mut().take()))?;
     stats.host_key = offered_key.borrow_mut().take();
     Ok(stats)
+}
+
+/// Fetches the branches and tags of a repository on this host into the mirror, plus the
+/// commits `extra` names.
+///
+/// libgit2's local transport reads every ref of the source, wanted or not, and fails on
+/// one whose object is missing; so a local source is copied here with libgit2's pack
+/// builder: the objects reachable from its branches, tags and `extra` and not from what
+/// the mirror already has, then the mirror's branches and tags made equal to the source's.
+fn fetch_local(
+    source: &Path,
+    repo: &Repository,
+    extra: &[Oid],
+    mut on_progress: impl FnMut(&str),
+) -> Result<FetchStats, CloneError> {
+    let shown = source.display().to_string();
+    let src = Repository::open(source).map_err(|e| CloneError::Fetch {
+        remote: shown.clone(),
+        message: e.message().to_owned(),
+    })?;
+    let mut wanted: Vec<(String, Oid)> = Vec::new();
+    for reference in src.references()? {
+        let Ok(reference) = reference else { continue };
+        let Some(name) = reference.name().ok().map(str::to_owned) else {
+            continue;
+        };
+        if !(name.starts_with("refs/heads/") || name.starts_with("refs/tags/")) {
+            continue;
+        }
+        // A branch or tag whose object is missing is broken in the source: skipped, as
+        // git's upload-pack skips it.
+        let Some(oid) = reference.resolve().ok().and_then(|r| r.target()) else {
+            on_progress(&format!("warning: {name} is broken in {shown}; skipped"));
+            continue;
+        };
+        if src.find_object(oid, None).is_err() {
+            on_progress(&format!("warning: {name} is broken in {shown}; skipped"));
+            continue;
+        }
+        wanted.push((name, oid));
+    }
+    let mut walk = src.revwalk()?;
+    let mut builder = src.packbuilder()?;
+    let mut tips = 0;
+    for (_, oid) in &wanted {
+        let object = src.find_object(*oid, None)?;
+        if object.kind() != Some(git2::ObjectType::Commit) {
+            // An annotated tag (or a tagged tree or blob): the object itself, then what
+            // it points at.
+            builder.insert_object(*oid, None)?;
+        }
+        match object.peel_to_commit() {
+            Ok(commit) => {
+                walk.push(commit.id())?;
+                tips += 1;
+            }
+            Err(_) => builder.insert_recursive(object.peel(git2::ObjectType::Any)?.id(), None)?,
+        }
+    }
+    for oid in extra {
+        if src.find_commit(*oid).is_ok() {
+            walk.push(*oid)?;
+            tips += 1;
+        }
+    }
+    // What the mirror has already does not travel again.
+    for reference in repo.references()? {
+        if let Some(oid) = reference.ok().and_then(|r| r.target()) {
+            if src.find_commit(oid).is_ok() {
+                walk.hide(oid)?;
+            }
+        }
+    }
+    if tips > 0 {
+        builder.insert_walk(&mut walk)?;
+    }
+    let objects = builder.object_count();
+    let mut bytes = 0usize;
+    if objects > 0 {
+        on_progress(&format!("copying {objects} objects from {shown}"));
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        let mut failed = None;
+        builder.foreach(|chunk| {
+            bytes += chunk.len();
+            match std::io::Write::write_all(&mut writer, chunk) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(CloneError::Fetch {
+                remote: shown,
+                message: format!("writing the mirror's pack: {e}"),
+            });
+        }
+        writer.commit()?;
+    }
+    // Branches and tags as the source has them; those it no longer has are pruned.
+    let keep: std::collections::HashSet<&str> = wanted.iter().map(|(n, _)| n.as_str()).collect();
+    let stale: Vec<String> = repo
+        .references()?
+        .flatten()
+        .filter_map(|r| r.name().ok().map(str::to_owned))
+        .filter(|n| {
+            (n.starts_with("refs/heads/") || n.starts_with("refs/tags/"))
+                && !keep.contains(n.as_str())
+        })
+        .collect();
+    for name in stale {
+        repo.find_reference(&name)?.delete()?;
+    }
+    for (name, oid) in &wanted {
+        repo.reference(name, *oid, true, "ocore: fetch")?;
+    }
+    Ok(FetchStats {
+        received_objects: objects,
+        received_bytes: bytes,
+        total_objects: objects,
+        host_key: None,
+    })
 }
 
 /// Resolves a reference in the mirror. A branch together with a commit must agree; a tag or
@@ -637,6 +790,11 @@ impl Walk<'_> {
 
 fn fetch_commit(url: &str, mirror: &Path, oid: Oid, auth: &GitAuth) -> Result<(), git2::Error> {
     let repo = Repository::open_bare(mirror)?;
+    if let Some(path) = local_path(url) {
+        return fetch_local(path, &repo, &[oid], |_| {})
+            .map(|_| ())
+            .map_err(|e| git2::Error::from_str(&e.to_string()));
+    }
     let mut remote = repo.remote_anonymous(url)?;
     let offered = std::cell::RefCell::new(None);
     let rejected = std::cell::RefCell::new(None);

@@ -56,10 +56,43 @@ impl std::fmt::Display for Color {
     }
 }
 
+/// Which port of a colour serves `/websocket` (and Odoo 15's `/longpolling`).
+///
+/// With `workers = 0` (Odoo's default) Odoo is one threaded process that serves websockets
+/// on its HTTP port and never opens the gevent port; only with `workers > 0` does a
+/// separate gevent process listen on `gevent_port`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Websocket {
+    #[default]
+    HttpPort,
+    GeventPort,
+}
+
+impl Websocket {
+    /// The mode of an Odoo running with `workers`.
+    pub fn for_workers(workers: u32) -> Self {
+        if workers > 0 {
+            Websocket::GeventPort
+        } else {
+            Websocket::HttpPort
+        }
+    }
+
+    /// The port of `color` that answers websockets.
+    pub fn port(self, color: Color, instance: &InstanceConfig) -> u16 {
+        let (http, gevent) = color.ports(instance);
+        match self {
+            Websocket::HttpPort => http,
+            Websocket::GeventPort => gevent,
+        }
+    }
+}
+
 /// Where the public port points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    Color(Color),
+    Color(Color, Websocket),
     Maintenance,
 }
 
@@ -175,10 +208,22 @@ fn write_atomic(path: &std::path::Path, text: Option<&str>) -> Result<(), Traffi
 /// How long a reload may take to show on the public port.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The address to reach an instance's public port on from this host.
+pub fn public_url_host(instance: &InstanceConfig) -> String {
+    match instance.public_address {
+        Some(addr) if !addr.is_unspecified() => match addr {
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+        },
+        Some(std::net::IpAddr::V6(_)) => "[::1]".to_owned(),
+        _ => "127.0.0.1".to_owned(),
+    }
+}
+
 /// Waits until the public port answers with `expected` in the colour header: nginx's reload
 /// is asynchronous, and callers rely on the route being in force when `route` returns.
-async fn wait_applied(port: u16, expected: &str) -> Result<(), TrafficError> {
-    let url = format!("http://127.0.0.1:{port}/web/health");
+async fn wait_applied(host: &str, port: u16, expected: &str) -> Result<(), TrafficError> {
+    let url = format!("http://{host}:{port}/web/health");
     let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
     let mut streak = 0;
     loop {
@@ -226,10 +271,10 @@ impl TrafficSwitch for Nginx {
         self.install(instance, Some(render(instance, route)))
             .await?;
         let expected = match route {
-            Route::Color(c) => c.as_str(),
+            Route::Color(c, _) => c.as_str(),
             Route::Maintenance => "maintenance",
         };
-        wait_applied(instance.public_port, expected).await
+        wait_applied(&public_url_host(instance), instance.public_port, expected).await
     }
 
     async fn remove(&self, instance: &InstanceConfig) -> Result<(), TrafficError> {
@@ -240,28 +285,53 @@ impl TrafficSwitch for Nginx {
 /// Header naming the colour that answered, so a switch can be observed from outside.
 pub const COLOR_HEADER: &str = "X-Ocore-Color";
 
+/// The nginx `listen` parameter of an instance: its public address (all addresses when
+/// unset) and port.
+fn listen(instance: &InstanceConfig) -> String {
+    let port = instance.public_port;
+    match instance.public_address {
+        None => port.to_string(),
+        Some(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{port}"),
+        Some(std::net::IpAddr::V4(v4)) => format!("{v4}:{port}"),
+    }
+}
+
 /// The nginx configuration of an instance for `route`.
 pub fn render(instance: &InstanceConfig, route: Route) -> String {
     let id = instance.id.replace('-', "_");
-    let port = instance.public_port;
+    let listen = listen(instance);
     let head = format!(
         "# Managed by ocore-agent for instance {}: rewritten on every deployment, do not edit.\n",
         instance.id
     );
     match route {
         Route::Maintenance => format!(
-            "{head}server {{\n    listen {port};\n    location / {{\n        default_type text/html;\n        add_header Retry-After 30 always;\n        add_header {COLOR_HEADER} maintenance always;\n        return 503 '<!doctype html><title>Maintenance</title><h1>Updating, back in a moment</h1><p>This Odoo instance is being updated.</p>';\n    }}\n}}\n"
+            "{head}server {{\n    listen {listen};\n    location / {{\n        default_type text/html;\n        add_header Retry-After 30 always;\n        add_header {COLOR_HEADER} maintenance always;\n        return 503 '<!doctype html><title>Maintenance</title><h1>Updating, back in a moment</h1><p>This Odoo instance is being updated.</p>';\n    }}\n}}\n"
         ),
-        Route::Color(color) => {
+        Route::Color(color, websocket) => {
             let (http, gevent) = color.ports(instance);
+            // With workers = 0 the HTTP port answers websockets itself; a gevent upstream
+            // exists only when Odoo runs workers (and so opens the gevent port).
+            let (gevent_upstream, ws_upstream, mode) = match websocket {
+                Websocket::GeventPort => (
+                    format!("upstream ocore_{id}_gevent {{\n    server 127.0.0.1:{gevent};\n}}\n"),
+                    format!("ocore_{id}_gevent"),
+                    "workers > 0: websockets on the gevent port",
+                ),
+                Websocket::HttpPort => (
+                    String::new(),
+                    format!("ocore_{id}_http"),
+                    "workers = 0: websockets on the HTTP port",
+                ),
+            };
             format!(
-                "{head}# active colour: {color}\n\
+                "{head}# active colour: {color} ({mode})\n\
 upstream ocore_{id}_http {{\n    server 127.0.0.1:{http};\n    keepalive 16;\n}}\n\
-upstream ocore_{id}_gevent {{\n    server 127.0.0.1:{gevent};\n}}\n\
+{gevent_upstream}\
 map $http_upgrade $ocore_{id}_connection {{\n    default upgrade;\n    ''      close;\n}}\n\
-server {{\n    listen {port};\n    client_max_body_size 512m;\n    proxy_read_timeout 720s;\n    proxy_connect_timeout 10s;\n    proxy_send_timeout 720s;\n    proxy_set_header Host $host;\n    proxy_set_header X-Real-IP $remote_addr;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    proxy_set_header X-Forwarded-Host $host;\n    proxy_set_header X-Forwarded-Proto $scheme;\n    add_header {COLOR_HEADER} {color} always;\n\
-    location /websocket {{\n        proxy_pass http://ocore_{id}_gevent;\n        proxy_http_version 1.1;\n        proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $ocore_{id}_connection;\n    }}\n\
-    location /longpolling {{\n        proxy_pass http://ocore_{id}_gevent;\n    }}\n\
+server {{\n    listen {listen};\n    client_max_body_size 512m;\n    proxy_read_timeout 720s;\n    proxy_connect_timeout 10s;\n    proxy_send_timeout 720s;\n    proxy_set_header Host $host;\n    proxy_set_header X-Real-IP $remote_addr;\n    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    proxy_set_header X-Forwarded-Host $host;\n    proxy_set_header X-Forwarded-Proto $scheme;\n    add_header {COLOR_HEADER} {color} always;\n\
+    location /websocket {{\n        proxy_pass http://{ws_upstream};\n        proxy_http_version 1.1;\n        proxy_set_header Upgrade $http_upgrade;\n        proxy_set_header Connection $ocore_{id}_connection;\n    }}\n\
+    location /longpolling {{\n        proxy_pass http://{ws_upstream};\n    }}\n\
     location / {{\n        proxy_pass http://ocore_{id}_http;\n        proxy_http_version 1.1;\n        proxy_set_header Connection \"\";\n        proxy_redirect off;\n    }}\n}}\n"
             )
         }
@@ -294,17 +364,67 @@ mod tests {
 
     #[test]
     fn colour_routes_move_http_and_websocket_together() {
-        let blue = render(&instance(), Route::Color(Color::Blue));
+        let blue = render(
+            &instance(),
+            Route::Color(Color::Blue, Websocket::GeventPort),
+        );
         assert!(blue.contains("server 127.0.0.1:18069;"));
         assert!(blue.contains("server 127.0.0.1:18072;"));
         assert!(!blue.contains("28069") && !blue.contains("28072"));
         assert!(blue.contains("listen 8069;"));
-        let green = render(&instance(), Route::Color(Color::Green));
+        let green = render(
+            &instance(),
+            Route::Color(Color::Green, Websocket::GeventPort),
+        );
         assert!(
             green.contains("server 127.0.0.1:28069;") && green.contains("server 127.0.0.1:28072;")
         );
         assert!(!green.contains("18069"));
         assert!(green.contains("X-Ocore-Color green"));
+    }
+
+    #[test]
+    fn websockets_follow_the_workers_mode() {
+        // workers = 0: no gevent upstream at all, /websocket goes to the HTTP port.
+        let threaded = render(&instance(), Route::Color(Color::Blue, Websocket::HttpPort));
+        assert!(!threaded.contains("18072"), "{threaded}");
+        let ws = &threaded[threaded.find("location /websocket").unwrap_or(0)..];
+        assert!(
+            ws.starts_with(
+                "location /websocket {\n        proxy_pass http://ocore_shop_prod_http;"
+            ),
+            "{ws}"
+        );
+        let workers = render(
+            &instance(),
+            Route::Color(Color::Blue, Websocket::GeventPort),
+        );
+        let ws = &workers[workers.find("location /websocket").unwrap_or(0)..];
+        assert!(
+            ws.starts_with(
+                "location /websocket {\n        proxy_pass http://ocore_shop_prod_gevent;"
+            ),
+            "{ws}"
+        );
+        assert_eq!(Websocket::for_workers(0), Websocket::HttpPort);
+        assert_eq!(Websocket::for_workers(4), Websocket::GeventPort);
+        assert_eq!(Websocket::GeventPort.port(Color::Green, &instance()), 28072);
+        assert_eq!(Websocket::HttpPort.port(Color::Green, &instance()), 28069);
+    }
+
+    #[test]
+    fn the_listen_address_is_configurable() {
+        let mut inst = instance();
+        inst.public_address = Some("10.1.2.3".parse().expect("address"));
+        let text = render(&inst, Route::Color(Color::Blue, Websocket::HttpPort));
+        assert!(text.contains("listen 10.1.2.3:8069;"), "{text}");
+        assert!(render(&inst, Route::Maintenance).contains("listen 10.1.2.3:8069;"));
+        assert_eq!(public_url_host(&inst), "10.1.2.3");
+        inst.public_address = Some("::1".parse().expect("address"));
+        assert!(render(&inst, Route::Maintenance).contains("listen [::1]:8069;"));
+        assert_eq!(public_url_host(&inst), "[::1]");
+        inst.public_address = Some("0.0.0.0".parse().expect("address"));
+        assert_eq!(public_url_host(&inst), "127.0.0.1");
     }
 
     #[test]

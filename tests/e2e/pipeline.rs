@@ -3,193 +3,16 @@
 //! module updates in a maintenance window, every failure rule, serialization, cancel,
 //! deadlines, re-attaching, and recovery after the agent is killed.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ocore_proto::v1::{self, deploy_event::Kind};
+use ocore_tests::driver::{
+    branch, serving, Driver, Outcome, BLUE, COMPLETED, DEPLOY_TIMEOUT, FAILED, GREEN, SKIPPED,
+};
 use ocore_tests::fixture::{AddonsRepo, Site, SiteOptions};
 use ocore_tests::grpc;
 use ocore_tests::wait_for;
-
-const DEPLOY_TIMEOUT: Duration = Duration::from_secs(240);
-
-/// What a deployment's events add up to.
-#[derive(Debug, Default)]
-struct Outcome {
-    status: i32,
-    message: String,
-    active_color: i32,
-    steps: BTreeMap<String, (i32, String)>,
-    step_order: Vec<String>,
-    commit_sha: String,
-    commit_message: String,
-    commit_author: String,
-    plan: Option<v1::DeployPlan>,
-    image: String,
-    logs: Vec<String>,
-    seqs: Vec<u64>,
-}
-
-impl Outcome {
-    fn from(events: &[v1::DeployEvent]) -> Self {
-        let mut o = Outcome::default();
-        for e in events {
-            o.seqs.push(e.seq);
-            match &e.kind {
-                Some(Kind::Step(s)) => {
-                    if !o.step_order.contains(&s.name) {
-                        o.step_order.push(s.name.clone());
-                    }
-                    o.steps
-                        .insert(s.name.clone(), (s.status, s.message.clone()));
-                }
-                Some(Kind::Log(l)) => o.logs.push(format!("[{}] {}", l.step, l.line)),
-                Some(Kind::Commit(c)) => {
-                    o.commit_sha.clone_from(&c.commit_sha);
-                    o.commit_message.clone_from(&c.commit_message);
-                    o.commit_author.clone_from(&c.commit_author);
-                }
-                Some(Kind::Plan(p)) => o.plan = Some(p.clone()),
-                Some(Kind::Image(i)) => o.image.clone_from(&i.image_ref),
-                Some(Kind::Finished(f)) => {
-                    o.status = f.status;
-                    o.message.clone_from(&f.message);
-                    o.active_color = f.active_color;
-                }
-                _ => {}
-            }
-        }
-        o
-    }
-
-    fn step(&self, name: &str) -> i32 {
-        self.steps.get(name).map(|s| s.0).unwrap_or(-1)
-    }
-
-    fn succeeded(&self) -> bool {
-        self.status == v1::DeploymentStatus::Succeeded as i32
-    }
-
-    fn explain(&self) -> String {
-        format!(
-            "status {} message {:?}\n{}",
-            self.status,
-            self.message,
-            self.logs.join("\n")
-        )
-    }
-}
-
-const COMPLETED: i32 = v1::StepStatus::Completed as i32;
-const FAILED: i32 = v1::StepStatus::Failed as i32;
-const SKIPPED: i32 = v1::StepStatus::Skipped as i32;
-const BLUE: i32 = v1::Color::Blue as i32;
-const GREEN: i32 = v1::Color::Green as i32;
-
-struct Driver<'a> {
-    site: &'a Site,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl<'a> Driver<'a> {
-    fn new(site: &'a Site) -> Result<Self> {
-        Ok(Self {
-            site,
-            runtime: tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?,
-        })
-    }
-
-    /// A fresh deployment id (unique across drivers: a reused id would re-attach).
-    fn next_id(&self) -> String {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{}-d{n}", self.site.instance)
-    }
-
-    async fn client(&self) -> Result<ocore_proto::AgentClient<tonic::transport::Channel>> {
-        self.site.agent_client().await
-    }
-
-    fn request(
-        &self,
-        id: &str,
-        repo: &AddonsRepo,
-        reference: v1::GitReference,
-    ) -> v1::DeployRequest {
-        v1::DeployRequest {
-            deployment_id: id.to_owned(),
-            instance_id: self.site.instance.clone(),
-            repository: Some(v1::Repository {
-                url: repo.url(),
-                addons_subpath: String::new(),
-                credentials: None,
-                project_id: "shop".to_owned(),
-            }),
-            reference: Some(reference),
-            from_seq: 0,
-            snapshot_id: format!("snap-{id}"),
-        }
-    }
-
-    /// Deploys and waits for the end; returns the deployment id and its outcome.
-    fn deploy(&self, repo: &AddonsRepo, reference: v1::GitReference) -> Result<(String, Outcome)> {
-        let id = self.next_id();
-        let request = self.request(&id, repo, reference);
-        let events = self.runtime.block_on(async {
-            let mut client = self.client().await?;
-            let stream = client
-                .deploy(request)
-                .await
-                .map_err(|s| anyhow::anyhow!("{s:?}"))?
-                .into_inner();
-            grpc::collect(stream, None, DEPLOY_TIMEOUT)
-                .await
-                .map_err(anyhow::Error::msg)
-        })?;
-        Ok((id, Outcome::from(&events)))
-    }
-
-    fn attach(&self, id: &str, from_seq: u64) -> Result<Vec<v1::DeployEvent>> {
-        self.runtime.block_on(async {
-            let mut client = self.client().await?;
-            let stream = client
-                .attach(v1::AttachRequest {
-                    deployment_id: id.to_owned(),
-                    from_seq,
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("{s:?}"))?
-                .into_inner();
-            grpc::collect(stream, None, DEPLOY_TIMEOUT)
-                .await
-                .map_err(anyhow::Error::msg)
-        })
-    }
-
-    fn status(&self) -> Result<v1::InstanceStatus> {
-        self.runtime.block_on(async {
-            let mut client = self.client().await?;
-            Ok(client
-                .get_instance_status(v1::InstanceStatusRequest {
-                    instance_id: self.site.instance.clone(),
-                })
-                .await
-                .map_err(|s| anyhow::anyhow!("{s:?}"))?
-                .into_inner())
-        })
-    }
-}
-
-fn branch(name: &str) -> v1::GitReference {
-    v1::GitReference {
-        branch: name.to_owned(),
-        ..Default::default()
-    }
-}
 
 fn addons_repo(dir: &std::path::Path) -> Result<AddonsRepo> {
     let repo = AddonsRepo::init(dir)?;
@@ -197,20 +20,6 @@ fn addons_repo(dir: &std::path::Path) -> Result<AddonsRepo> {
     repo.module("mod_b", "1.0", &["mod_a"], "B = 1\n")?;
     repo.write("README.md", "shop addons\n")?;
     Ok(repo)
-}
-
-/// The commit shown by the page the public port serves, and the colour that served it.
-fn serving(site: &Site) -> Result<(String, String)> {
-    let (status, body, color) = site.public_page()?;
-    if status != 200 {
-        bail!("public port answered {status}: {body}");
-    }
-    let commit = body
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("commit "))
-        .unwrap_or_default()
-        .to_owned();
-    Ok((commit, color))
 }
 
 #[test]
@@ -244,12 +53,47 @@ fn code_and_module_deploys_go_blue_green_and_update_exactly_what_changed() -> Re
     ] {
         assert_eq!(first.step(step), COMPLETED, "{step}: {}", first.explain());
     }
-    // The database does not exist before the first start: nothing to snapshot yet.
+    // The database does not exist before the first start: nothing to snapshot yet, and the
+    // deployment creates it, without demo data, before any colour starts.
     assert_eq!(first.step("Pre-deploy Snapshot"), SKIPPED);
     assert!(first.steps["Pre-deploy Snapshot"]
         .1
         .contains("does not exist yet"));
-    assert_eq!(first.step("Module Update"), SKIPPED);
+    assert_eq!(
+        first.step("Module Update"),
+        COMPLETED,
+        "{}",
+        first.explain()
+    );
+    let plan = first.plan.clone().context("plan")?;
+    assert!(plan.initialize_database, "{plan:?}");
+    assert!(!plan.demo_data);
+    assert_eq!(plan.language, "en_US");
+    assert!(first.steps["Module Update"]
+        .1
+        .contains("created without demo data"));
+    assert!(
+        first
+            .logs
+            .iter()
+            .any(|l| l.contains("--init=base --without-demo=all --stop-after-init --no-http")),
+        "{}",
+        first.explain()
+    );
+    assert_eq!(
+        site.env.psql(
+            &site.database,
+            "SELECT count(*) FROM ir_module_module WHERE demo"
+        )?,
+        "0"
+    );
+    assert_eq!(
+        site.env.psql(
+            &site.database,
+            "SELECT count(*) FROM res_users WHERE login = 'demo'"
+        )?,
+        "0"
+    );
     assert_eq!(first.commit_sha, v1);
     assert_eq!(first.commit_message, "first version");
     assert_eq!(first.commit_author, "Test Author <author@example.com>");
@@ -268,8 +112,9 @@ fn code_and_module_deploys_go_blue_green_and_update_exactly_what_changed() -> Re
         .enumerate()
         .all(|(i, s)| *s == i as u64 + 1));
 
-    // The operator installs both modules; nothing recorded their checksums yet, so the next
-    // deploy updates both, in a maintenance window.
+    // The operator installs both modules through Apps, which records no checksum. They were
+    // installed from the serving commit's code, so its checksums stand in: only the changed
+    // module updates, in a maintenance window, and the plan says why.
     site.install_modules(&first.image, "mod_b")?;
     repo.write("mod_b/models.py", "B = 2\n")?;
     let v2 = repo.commit("change mod_b")?;
@@ -282,8 +127,29 @@ fn code_and_module_deploys_go_blue_green_and_update_exactly_what_changed() -> Re
         second.explain()
     );
     let plan = second.plan.clone().context("plan")?;
-    assert_eq!(plan.modules_to_update, ["mod_a", "mod_b"]);
+    assert_eq!(plan.modules_to_update, ["mod_b"], "{}", second.explain());
     assert!(plan.maintenance_window);
+    assert!(!plan.initialize_database);
+    let reasons: Vec<(String, String)> = plan
+        .modules
+        .iter()
+        .map(|m| (m.name.clone(), m.reason.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [(
+            "mod_b".to_owned(),
+            "changed_since_serving_commit".to_owned()
+        )]
+    );
+    assert!(
+        second
+            .logs
+            .iter()
+            .any(|l| l.contains("recorded the serving commit's checksums of 2 modules")),
+        "{}",
+        second.explain()
+    );
     assert_eq!(
         second.step("Module Update"),
         COMPLETED,
@@ -291,7 +157,7 @@ fn code_and_module_deploys_go_blue_green_and_update_exactly_what_changed() -> Re
         second.explain()
     );
     assert_eq!(second.active_color, GREEN);
-    assert_eq!(site.last_updated_modules()?, ["mod_a", "mod_b"]);
+    assert_eq!(site.last_updated_modules()?, ["mod_b"]);
     assert_eq!(serving(&site)?, (v2, "green".to_owned()));
     let stored = site.env.psql(
         &site.database,

@@ -18,6 +18,9 @@
 #   - nginx: installed only, never started (tests run their own instances with -p/-c);
 #   - sshd and fcgiwrap (the private-repository tests' Git servers): installed only, never
 #     started (tests run their own on free ports); /run/sshd, which sshd needs, is created;
+#   - reference data for the module checksum tests (from PyPI): click-odoo-contrib in its own
+#     virtualenv (/var/lib/ocore-testenv/pyref), and real OCA module trees of Odoo 16, 17
+#     and 18 from their wheels (/var/lib/ocore-testenv/oca/<series>/<module>);
 #   - /var/lib/ocore-testenv/env: shell-sourceable exports the tests read.
 # Idempotent; a run with everything already up only checks (well under 2 s).
 # Run as root (CI does). As another user, an all-up environment is just checked; otherwise the
@@ -45,6 +48,17 @@ DOCKERD_LOG=$LOG_DIR/dockerd.log
 APT_LOG=$LOG_DIR/apt.log
 PG_SETUP_LOG=$LOG_DIR/postgresql-setup.log
 ENV_FILE=$STATE_DIR/env
+PYREF_DIR=$STATE_DIR/pyref
+OCA_DIR=$STATE_DIR/oca
+# click-odoo-contrib's addon_hash is the reference the agent's checksums must equal.
+CLICK_ODOO_CONTRIB=1.24
+# Real OCA modules, pinned: their i18n folders hold dozens of languages.
+OCA_WHEELS=(
+    auditlog==16.0.3.0.5.1 web-responsive==16.0.1.4.0.7 date-range==16.0.1.0.9.13
+    auditlog==17.0.1.1.1 web-responsive==17.0.1.1.11 date-range==17.0.1.2.1.5 web-dialog-size==17.0.1.0.2
+    web-responsive==18.0.1.0.10.1 server-environment==18.0.1.1.5 auditlog==18.0.2.0.9.5
+    base-technical-features==18.0.1.0.2.3 mail-debrand==18.0.1.0.1.5
+)
 LOCK_FILE=$STATE_DIR/setup.lock
 POLICY_RC=/usr/sbin/policy-rc.d
 
@@ -212,7 +226,57 @@ export OCORE_TEST_PGUSER=$PG_USER
 export OCORE_TEST_PGPASSWORD=$PG_PASS
 export OCORE_TEST_REGISTRY=$REG_ADDR
 export OCORE_TEST_NGINX=$NGINX
+export OCORE_TEST_PYREF=$PYREF_DIR/bin/python
+export OCORE_TEST_OCA=$OCA_DIR
 EOF
+}
+
+# What the reference data must hold, one line per item (compared with its stamp file).
+reference_stamp() {
+    printf 'click-odoo-contrib==%s\n' "$CLICK_ODOO_CONTRIB"
+    printf '%s\n' "${OCA_WHEELS[@]}"
+}
+
+check_reference() {
+    if [[ "$(cat "$STATE_DIR/reference.stamp" 2>/dev/null)" == "$(reference_stamp)" ]] \
+        && [[ -x $PYREF_DIR/bin/python ]] && [[ -d $OCA_DIR/18.0 ]]; then
+        return 0
+    fi
+    WHY="the checksum reference data (click-odoo-contrib $CLICK_ODOO_CONTRIB, OCA wheels) in $STATE_DIR is missing"
+    return 1
+}
+
+# click-odoo-contrib in a virtualenv (without its dependencies: the test imports only its
+# `_addon_hash`, which needs none), and the OCA wheels unpacked by series.
+ensure_reference() {
+    check_reference && return 0
+    say "installing click-odoo-contrib $CLICK_ODOO_CONTRIB and ${#OCA_WHEELS[@]} OCA module wheels from PyPI"
+    rm -rf "$PYREF_DIR" "$OCA_DIR" "$STATE_DIR/oca-wheels"
+    python3 -m venv "$PYREF_DIR" >>"$APT_LOG" 2>&1 \
+        || die "cannot create a virtualenv in $PYREF_DIR (python3-venv missing?)"
+    "$PYREF_DIR/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        "click-odoo-contrib==$CLICK_ODOO_CONTRIB" >>"$APT_LOG" 2>&1 \
+        || die "pip could not install click-odoo-contrib==$CLICK_ODOO_CONTRIB from PyPI; see $APT_LOG"
+    local wheels=$STATE_DIR/oca-wheels spec
+    mkdir -p "$wheels"
+    for spec in "${OCA_WHEELS[@]}"; do
+        "$PYREF_DIR/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+            --dest "$wheels" "odoo-addon-$spec" >>"$APT_LOG" 2>&1 \
+            || die "pip could not download odoo-addon-$spec from PyPI; see $APT_LOG"
+    done
+    "$PYREF_DIR/bin/python" - "$wheels" "$OCA_DIR" <<'PY' || die "cannot unpack the OCA wheels in $OCA_DIR"
+import pathlib, re, sys, zipfile
+wheels, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for wheel in sorted(wheels.glob("*.whl")):
+    series = re.search(r"-(\d+\.0)\.", wheel.name).group(1)
+    with zipfile.ZipFile(wheel) as z:
+        for name in z.namelist():
+            if name.startswith("odoo/addons/") and not name.endswith("/"):
+                target = out / series / name[len("odoo/addons/"):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(name))
+PY
+    reference_stamp >"$STATE_DIR/reference.stamp"
 }
 
 check_env_file() {
@@ -224,7 +288,7 @@ check_env_file() {
 # Runs every check; prints one line per failure when $1 is "report". Returns 1 if any failed.
 check_all() {
     local failed=0 c
-    for c in check_packages check_docker check_pg check_registry check_nginx check_sshd check_env_file; do
+    for c in check_packages check_docker check_pg check_registry check_nginx check_sshd check_reference check_env_file; do
         if ! $c; then
             failed=1
             [[ ${1:-} == report ]] && printf '%s: missing: %s\n' "$SELF" "$WHY" >&2
@@ -513,6 +577,10 @@ check_nginx || die "$WHY; reinstall it: apt-get install --reinstall nginx"
 # left alone (the tests never use port 22).
 install -d -m 0755 "$SSHD_PRIVSEP"
 check_sshd || die "$WHY; reinstall them: apt-get install --reinstall openssh-server fcgiwrap git"
+
+# --- reference data of the checksum tests (PyPI) ---
+
+ensure_reference
 
 # --- env file, and a last full check ---
 

@@ -52,7 +52,7 @@ context="$(mktemp -d /tmp/ocore-odoo-image.XXXXXX)"
 trap 'rm -rf "$context"' EXIT
 rootfs="$context/rootfs"
 mkdir -p "$rootfs"/{bin,usr/bin,usr/local/bin,etc/odoo,mnt,var/lib,root,tmp} \
-    "$rootfs/usr/local/lib/python3.10/dist-packages" \
+    "$rootfs/usr/local/lib/python3.12/dist-packages" "$rootfs/usr/lib/python3.12" \
     "$context/owned/extra-addons" "$context/owned/odoo-data"
 chmod 1777 "$rootfs/tmp"
 chmod 700 "$rootfs/root"
@@ -64,8 +64,18 @@ for applet in $("$busybox" --list); do
 done
 ln -sf /bin/busybox "$rootfs/usr/bin/env"
 install -m 0755 "$binary" "$rootfs/usr/bin/odoo"
-chmod 0755 "$rootfs/usr/local/bin/pip"
+# The stand-in is also the official image's wait-for-psql.py (it looks at its name).
+ln -sf /usr/bin/odoo "$rootfs/usr/local/bin/wait-for-psql.py"
+chmod 0755 "$rootfs/usr/local/bin/pip" "$rootfs/entrypoint.sh"
 ln -sf pip "$rootfs/usr/local/bin/pip3"
+# PEP 668: Debian's and Ubuntu's system Python is externally managed (pip refuses to install
+# into it unless told to break system packages).
+cat > "$rootfs/usr/lib/python3.12/EXTERNALLY-MANAGED" <<'MARKER'
+[externally-managed]
+Error=To install Python packages system-wide, try apt install
+ python3-xyz, where xyz is the package you are trying to
+ install.
+MARKER
 install -m 0644 "$here/odoo.conf" "$context/owned/odoo.conf"
 cp "$here/Dockerfile" "$context/Dockerfile"
 

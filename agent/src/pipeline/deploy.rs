@@ -27,10 +27,10 @@ use crate::traffic::{Color, Route};
 
 use super::build;
 use super::containers::{
-    container_name, image_repo, image_tag, update_container_name, RunSettings,
+    container_name, image_repo, image_tag, update_container_name, InitSettings, RunSettings,
 };
 use super::events::{self, EventKind, StepRun};
-use super::modules;
+use super::{image, modules, plan};
 use super::{DeployOrder, Pipeline, Run, SafetyCopyPort};
 
 pub(super) async fn run(p: &Pipeline, run: &Arc<Run>, order: &DeployOrder) {
@@ -65,6 +65,98 @@ pub(super) struct Deploy<'a> {
     pub started: Instant,
 }
 
+/// What the build step hands on.
+pub(super) struct Built {
+    pub settings: RunSettings,
+    pub plan: plan::ModulePlan,
+    /// Set when the database must be created.
+    pub init: Option<InitSettings>,
+    /// Checksums of the new checkout's modules, recorded after a successful `-u`.
+    pub checksums: BTreeMap<String, String>,
+    /// Module -> manifest version that `-u` must leave installed.
+    pub expected: BTreeMap<String, String>,
+    /// The database did not exist: Odoo creates it, and undoing the run drops it.
+    pub created_database: bool,
+}
+
+/// What the blocking preparation of the build reads from the checkout.
+struct Prepared {
+    addons: Addons,
+    manifests: BTreeMap<String, crate::manifest::Manifest>,
+    sums: BTreeMap<String, String>,
+    serving_sums: ServingSums,
+    context: build::Context,
+}
+
+/// Checksums of the commit serving now, for modules installed without a recorded one.
+enum ServingSums {
+    /// Every installed module has a recorded checksum.
+    NotNeeded,
+    /// The serving commit is the one being deployed.
+    Same,
+    Computed {
+        commit: String,
+        sums: BTreeMap<String, String>,
+    },
+    Unavailable(String),
+}
+
+/// How to check the serving commit out of the mirror.
+struct ServingCheckout {
+    /// The serving commit, if one serves.
+    commit: Option<String>,
+    /// The commit being deployed.
+    deploying: String,
+    mirror: PathBuf,
+    url: String,
+    target: PathBuf,
+    modules_dir: PathBuf,
+    auth: git::GitAuth,
+}
+
+impl ServingCheckout {
+    /// Checks the serving commit out (with its submodules) beside the new one and computes
+    /// its modules' checksums with the database's rules; the checkout is removed after.
+    fn checksums(
+        &self,
+        subpath: &str,
+        rules: &addons::ChecksumRules,
+        current: &BTreeMap<String, String>,
+    ) -> ServingSums {
+        let Some(commit) = &self.commit else {
+            // Nothing served: no code vouches for the modules installed without a checksum.
+            return ServingSums::NotNeeded;
+        };
+        if *commit == self.deploying || current.is_empty() {
+            return ServingSums::Same;
+        }
+        let _ = std::fs::remove_dir_all(&self.target);
+        let result = (|| -> Result<BTreeMap<String, String>, String> {
+            git::checkout(&self.mirror, commit, &self.target).map_err(|e| e.to_string())?;
+            git::checkout_submodules(
+                &self.mirror,
+                commit,
+                &self.url,
+                &self.target,
+                &self.modules_dir,
+                &self.auth,
+                &mut |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+            let addons = addons::discover(&self.target, subpath).map_err(|e| e.to_string())?;
+            addons::checksums(&self.target, &addons, rules).map_err(|e| e.to_string())
+        })();
+        let _ = std::fs::remove_dir_all(&self.target);
+        match result {
+            Ok(sums) => ServingSums::Computed {
+                commit: commit.clone(),
+                sums,
+            },
+            Err(e) => ServingSums::Unavailable(e),
+        }
+    }
+}
+
 /// How a failed deployment ended for the instance.
 pub(super) struct Failure {
     pub message: String,
@@ -95,11 +187,24 @@ impl Deploy<'_> {
         step: &str,
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, String> {
+        match self.guarded_typed(step, work).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Deploy::guarded`] keeping the work's own error: the outer error is the deadline
+    /// or the cancellation.
+    pub async fn guarded_typed<T, E>(
+        &self,
+        step: &str,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, String> {
         let deadline = self.p.step_timeout();
         tokio::select! {
             result = tokio::time::timeout(deadline, work) => match result {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) => Err(e.to_string()),
+                Ok(r) => Ok(r),
                 Err(_) => Err(format!("{step} exceeded its deadline of {} s", deadline.as_secs())),
             },
             _ = self.run.cancel.cancelled() => Err("cancelled".to_owned()),
@@ -145,14 +250,12 @@ impl Deploy<'_> {
 
         self.snapshot_step(order).await?;
         let commit = self.clone_step(order).await?;
-        let (work, addons, settings, changed, checksums) =
-            self.build_step(order, &commit, target).await?;
-        drop(work);
-        let settings = self.push_step(settings).await?;
-        if changed.is_empty() {
+        let built = self.build_step(order, &commit, target).await?;
+        let settings = self.push_step(built.settings.clone()).await?;
+        if built.init.is_none() && built.plan.update.is_empty() {
             self.code_only(target, &settings).await
         } else {
-            self.with_maintenance(target, &settings, &changed, &checksums, &addons, order)
+            self.with_maintenance(target, &settings, &built, order)
                 .await
         }
     }
@@ -286,71 +389,131 @@ impl Deploy<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn build_step(
         &mut self,
         order: &DeployOrder,
         commit: &git::ResolvedCommit,
         target: Color,
-    ) -> Result<
-        (
-            PathBuf,
-            Addons,
-            RunSettings,
-            Vec<String>,
-            BTreeMap<String, String>,
-        ),
-        Failure,
-    > {
+    ) -> Result<Built, Failure> {
         let step = self.run.log.start(events::BUILD_IMAGE);
         self.enter(Phase::Preparing, step.name);
         match self.build_inner(&step, order, commit, target).await {
             Ok(out) => {
-                step.complete(format!("built {}", out.2.image));
+                step.complete(format!("built {}", out.settings.image));
                 Ok(out)
             }
-            Err(e) => {
-                step.fail(&e);
-                Err(format!("Build Image failed: {e}").into())
+            Err(message) => {
+                step.fail(&message);
+                Err(format!("Build Image failed: {message}").into())
             }
         }
     }
 
-    #[allow(clippy::type_complexity)]
     async fn build_inner(
         &self,
         step: &StepRun,
         order: &DeployOrder,
         commit: &git::ResolvedCommit,
         target: Color,
-    ) -> Result<
-        (
-            PathBuf,
-            Addons,
-            RunSettings,
-            Vec<String>,
-            BTreeMap<String, String>,
-        ),
-        String,
-    > {
+    ) -> Result<Built, String> {
+        // What the database holds decides how checksums are computed (its languages and
+        // exclude patterns) and whether it must be created.
+        let phase = Instant::now();
+        let facts = self
+            .guarded(
+                step.name,
+                modules::database_facts(&self.p.pg, &self.inst.database),
+            )
+            .await?;
         let work = self.p.work_dir(&order.deployment_id);
         let subpath = order.addons_subpath.clone();
         let base_image = self.inst.base_image.clone();
         let root = work.clone();
-        // Addons, checksums and the build context are read from disk on a blocking thread.
-        let prepared = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let rules = facts.rules();
+        let installed = facts.installed();
+        // The same for every build of the instance, so the build cache keeps their step;
+        // the commit is in the image's tag (and on its containers).
+        let labels = BTreeMap::from([
+            (crate::docker::LABEL_MANAGED.to_owned(), "1".to_owned()),
+            (
+                crate::docker::LABEL_INSTANCE.to_owned(),
+                self.inst.id.clone(),
+            ),
+        ]);
+        let context_file = self
+            .p
+            .config
+            .state_dir
+            .join("work")
+            .join(format!("{}.context.tar", order.deployment_id));
+        let serving = ServingCheckout {
+            commit: self.previous.commit_sha.clone(),
+            deploying: commit.sha.clone(),
+            mirror: self.p.mirror_dir(&order.project_id),
+            url: order.repo_url.clone(),
+            target: self
+                .p
+                .config
+                .state_dir
+                .join("work")
+                .join(format!("{}.serving", order.deployment_id)),
+            modules_dir: self.p.config.state_dir.join("mirrors").join("submodules"),
+            auth: order.auth.clone(),
+        };
+        let stored_for = facts.stored.clone();
+        let tar_path = context_file.clone();
+        let (rules_for, installed_for) = (rules.clone(), installed.clone());
+        // Addons, manifests, checksums and the build context are read from disk on a
+        // blocking thread.
+        let prepared = tokio::task::spawn_blocking(move || -> Result<Prepared, String> {
             let addons = addons::discover(&root, &subpath).map_err(|e| e.to_string())?;
-            let sums = addons::checksums(&root, &addons).map_err(|e| e.to_string())?;
+            let mut manifests = BTreeMap::new();
+            for (name, dir) in &addons.modules {
+                let m = crate::manifest::load(&root.join(dir)).map_err(|e| e.to_string())?;
+                manifests.insert(name.clone(), m);
+            }
+            let sums = addons::checksums(&root, &addons, &rules_for).map_err(|e| e.to_string())?;
+            let missing: Vec<&String> = sums
+                .keys()
+                .filter(|m| installed_for.contains(*m) && !stored_for.contains_key(*m))
+                .collect();
+            let serving_sums = if missing.is_empty() {
+                ServingSums::NotNeeded
+            } else {
+                serving.checksums(&subpath, &rules_for, &sums)
+            };
             let sub = addons::validate_subpath(&subpath).map_err(|e| e.to_string())?;
-            let context =
-                build::pack(&root, &base_image, &addons, &sub).map_err(|e| e.to_string())?;
-            Ok((addons, sums, context))
+            let context = build::pack(&root, &tar_path, &base_image, &addons, &sub, &labels)
+                .map_err(|e| e.to_string())?;
+            Ok(Prepared {
+                addons,
+                manifests,
+                sums,
+                serving_sums,
+                context,
+            })
         });
-        let (addons, checksums, context) = self
+        let read_database_ms = phase.elapsed().as_millis();
+        let phase = Instant::now();
+        let prepared = self
             .guarded(step.name, async {
                 prepared.await.map_err(|e| e.to_string())?
             })
-            .await?;
+            .await;
+        let prepared_ms = phase.elapsed().as_millis();
+        let Prepared {
+            addons,
+            manifests,
+            sums: checksums,
+            serving_sums,
+            context,
+        } = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&context_file);
+                return Err(e);
+            }
+        };
         step.line(&format!(
             "addons path: {}",
             if addons.dirs.is_empty() {
@@ -380,42 +543,118 @@ impl Deploy<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        step.line(&format!(
+            "checksums as click-odoo-update computes them for this database: languages {}, exclude patterns {}",
+            if facts.languages.is_empty() {
+                "(none active: every translation counts)".to_owned()
+            } else {
+                facts.languages.join(", ")
+            },
+            rules.exclude.join(",")
+        ));
 
         // The plan: decided before anything on the host changes.
-        let (installed, stored) = self
-            .guarded(
-                step.name,
-                modules::database_modules(&self.p.pg, &self.inst.database),
-            )
-            .await?;
-        let changed = addons::changed_modules(&installed, &stored, &checksums);
-        if !changed.is_empty() && self.record.safety_snapshot.is_none() {
+        let serving_map = match &serving_sums {
+            ServingSums::Computed { commit, sums } => {
+                step.line(&format!(
+                    "modules installed without a recorded checksum are compared with the serving commit {}",
+                    image_tag(commit)
+                ));
+                Some(sums)
+            }
+            ServingSums::Unavailable(why) => {
+                step.line(&format!(
+                    "warning: the serving commit's checksums are unavailable ({why}); modules installed without a recorded checksum will be updated"
+                ));
+                None
+            }
+            ServingSums::Same => Some(&checksums),
+            ServingSums::NotNeeded => None,
+        };
+        let depends: BTreeMap<String, Vec<String>> = manifests
+            .iter()
+            .map(|(n, m)| (n.clone(), m.depends.clone()))
+            .collect();
+        let module_plan = plan::decide(&plan::Inputs {
+            installed: &installed,
+            stored: &facts.stored,
+            current: &checksums,
+            serving: serving_map,
+            depends: &depends,
+        });
+        let init = (!facts.exists || !facts.initialized).then(|| InitSettings {
+            demo: self.inst.demo,
+            language: self.inst.language.clone(),
+        });
+        if !module_plan.update.is_empty() && self.record.safety_snapshot.is_none() {
             // A module update is never started without a snapshot to return to.
+            let _ = std::fs::remove_file(&context_file);
             return Err(format!(
                 "modules {} need updating but no pre-deploy snapshot was taken",
-                changed.join(", ")
+                module_plan.update.join(", ")
             ));
         }
+        let maintenance = init.is_some() || !module_plan.update.is_empty();
         self.run.log.emit(EventKind::Plan {
-            modules: changed.clone(),
-            maintenance: !changed.is_empty(),
+            modules: module_plan.update.clone(),
+            maintenance,
             target_color: target,
+            initialize: init.as_ref().map(|i| events::InitPlan {
+                demo: i.demo,
+                language: i.language.clone(),
+            }),
+            entries: module_plan
+                .entries
+                .iter()
+                .map(|e| events::PlanModule {
+                    name: e.module.clone(),
+                    reason: e.reason.code().to_owned(),
+                    detail: e.reason.describe(),
+                })
+                .collect(),
         });
-        if changed.is_empty() {
+        if let Some(init) = &init {
+            step.line(&format!(
+                "plan: initialize database {} ({}, language {}) with odoo -i base before any colour starts, then start {target}",
+                self.inst.database,
+                if init.demo { "WITH demo data" } else { "without demo data" },
+                init.language
+            ));
+        } else if module_plan.update.is_empty() {
             step.line(&format!(
                 "plan: no installed module changed; zero-downtime switch to {target}"
             ));
         } else {
             step.line(&format!(
                 "plan: update {} with odoo -u in a maintenance window (traffic paused), then switch to {target}",
-                changed.join(", ")
+                module_plan.update.join(", ")
             ));
+        }
+        for entry in &module_plan.entries {
+            step.line(&format!("  {}: {}", entry.module, entry.reason.describe()));
+        }
+        if !module_plan.adopt.is_empty() {
+            // Installed while the serving commit served, from its code: its checksum is
+            // theirs. Recorded now, so the next deployment has it whatever this one does.
+            match modules::record_checksums(&self.p.pg, &self.inst.database, &module_plan.adopt)
+                .await
+            {
+                Ok(n) => step.line(&format!(
+                    "recorded the serving commit's checksums of {n} modules installed without one: {}",
+                    module_plan.adopt.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+                Err(e) => step.line(&format!("warning: cannot record checksums: {e}")),
+            }
         }
 
         step.line(&format!(
-            "build context: {} files, {} ({} Dockerfile{})",
+            "database read in {read_database_ms} ms; modules, checksums and build context in {prepared_ms} ms"
+        ));
+        step.line(&format!(
+            "build context: {} files, {} ({} as tar, streamed to the engine; {} Dockerfile{})",
             context.files,
             human_bytes(context.content_bytes),
+            human_bytes(context.tar_bytes),
             if context.generated {
                 "generated"
             } else {
@@ -430,39 +669,85 @@ impl Deploy<'_> {
         let repo = image_repo(&self.p.config.registry.address, &self.inst.id);
         let tag = image_tag(&commit.sha);
         let image = format!("{repo}:{tag}");
-        let mut labels = std::collections::HashMap::from([
-            (crate::docker::LABEL_MANAGED.to_owned(), "1".to_owned()),
-            (
-                crate::docker::LABEL_INSTANCE.to_owned(),
-                self.inst.id.clone(),
-            ),
-            (crate::docker::LABEL_COMMIT.to_owned(), commit.sha.clone()),
-        ]);
-        if let Some(path) = &context.addons_path {
-            // Recorded on the image so a rollback runs it with the same addons path.
-            labels.insert(crate::docker::LABEL_ADDONS_PATH.to_owned(), path.clone());
-        }
         let run = self.run.clone();
         let mut on_line = move |l: &str| run.log.log(events::BUILD_IMAGE, l);
-        self.guarded(
-            step.name,
-            self.p.engine.build(
-                context.tar,
-                &context.dockerfile,
-                &image,
-                &labels,
-                &mut on_line,
-                &self.run.cancel,
-            ),
-        )
-        .await?;
+        let phase = Instant::now();
+        let built = self
+            .guarded_typed(
+                step.name,
+                self.p.engine.build(
+                    &context.tar,
+                    &context.dockerfile,
+                    &image,
+                    &mut on_line,
+                    &self.run.cancel,
+                ),
+            )
+            .await;
+        let _ = std::fs::remove_file(&context_file);
+        match built {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e),
+        }
+
+        let build_ms = phase.elapsed().as_millis();
+        // How to run it: the addons path and the workers mode, from the image itself.
+        let phase = Instant::now();
+        let serving = self
+            .guarded(
+                step.name,
+                image::inspect(
+                    &self.p.engine,
+                    &self.p.image_confs,
+                    &self.inst,
+                    &image,
+                    &image::Ask {
+                        generated: context
+                            .addons_path
+                            .as_deref()
+                            .map(|path| (path, self.inst.base_image.as_str())),
+                        modules: Some(&addons),
+                        require_path: true,
+                    },
+                ),
+            )
+            .await?;
+        for note in &serving.notes {
+            step.line(note);
+        }
+        step.line(&format!(
+            "docker build in {build_ms} ms; image read in {} ms",
+            phase.elapsed().as_millis()
+        ));
+        // What `-u` must leave behind: each module it updates or installs from the
+        // repository at its manifest's version.
+        let mut expected = BTreeMap::new();
+        for name in module_plan
+            .update
+            .iter()
+            .chain(module_plan.new_dependencies().iter())
+        {
+            if let Some(m) = manifests.get(name) {
+                expected.insert(name.clone(), m.version.clone());
+            }
+        }
         let settings = RunSettings {
             image,
             commit_sha: commit.sha.clone(),
             deployment_id: order.deployment_id.clone(),
-            addons_path: context.addons_path,
+            addons_path: serving.addons_path,
+            websocket: serving.websocket,
+            command: serving.command,
         };
-        Ok((work, addons, settings, changed, checksums))
+        Ok(Built {
+            settings,
+            plan: module_plan,
+            init,
+            checksums,
+            expected,
+            created_database: !facts.exists,
+        })
     }
 
     async fn push_step(&mut self, settings: RunSettings) -> Result<RunSettings, Failure> {
@@ -523,14 +808,14 @@ impl Deploy<'_> {
 
         let step = self.run.log.start(events::HEALTH_CHECK);
         self.enter(Phase::NewColorStarting, step.name);
-        if let Err(e) = self.check_colour(&step, target).await {
+        if let Err(e) = self.check_colour(&step, target, settings).await {
             self.remove_container(&name).await;
             step.fail(&e);
             return Err(
                 format!("Health Check failed: {e}; the previous version keeps serving").into(),
             );
         }
-        if let Err(e) = self.switch_to(&step, target).await {
+        if let Err(e) = self.switch_to(&step, target, settings).await {
             self.remove_container(&name).await;
             self.restore_route().await;
             step.fail(&e);
@@ -549,6 +834,27 @@ impl Deploy<'_> {
         ))
     }
 
+    /// Refuses to start a colour on a database that is missing or has no Odoo tables:
+    /// Odoo serving `-d DB` would create it, with demo data, or refuse to load it.
+    pub(super) async fn ensure_database_ready(&self) -> Result<(), String> {
+        let facts = modules::database_facts(&self.p.pg, &self.inst.database)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !facts.exists {
+            return Err(format!(
+                "database {} does not exist; no colour is started on it (a serving Odoo would create it with demo data)",
+                self.inst.database
+            ));
+        }
+        if !facts.initialized {
+            return Err(format!(
+                "database {} has no Odoo tables; no colour is started on it",
+                self.inst.database
+            ));
+        }
+        Ok(())
+    }
+
     /// Creates and starts a colour container (restart policy set once it is healthy).
     async fn start_colour(
         &self,
@@ -557,28 +863,41 @@ impl Deploy<'_> {
         settings: &RunSettings,
     ) -> Result<(), String> {
         self.p.prepare_data_dir(&self.inst)?;
+        self.guarded(step.name, self.ensure_database_ready())
+            .await?;
         let mut spec = self.p.colour_spec(&self.inst, color, settings);
         spec.restart = false;
         self.guarded(step.name, self.p.engine.create(&spec)).await?;
         self.guarded(step.name, self.p.engine.start(&spec.name))
             .await?;
-        let (http, gevent) = color.ports(&self.inst);
+        let (http, _) = color.ports(&self.inst);
         step.line(&format!(
-            "started {} from {} (http {http}, websocket {gevent})",
-            spec.name, settings.image
+            "started {} from {} (http {}:{http}, websocket port {})",
+            spec.name,
+            settings.image,
+            self.inst.http_interface,
+            settings.websocket.port(color, &self.inst)
         ));
         Ok(())
     }
 
     /// Waits until the colour answers its health checks; fails early if its container died.
-    pub(super) async fn check_colour(&self, step: &StepRun, color: Color) -> Result<(), String> {
+    pub(super) async fn check_colour(
+        &self,
+        step: &StepRun,
+        color: Color,
+        settings: &RunSettings,
+    ) -> Result<(), String> {
         let (http, _) = color.ports(&self.inst);
         let name = container_name(&self.inst.id, color);
         let timeout = Duration::from_secs(self.p.config.pipeline.health_timeout_secs);
         let run = self.run.clone();
         let mut on_line = move |l: &str| run.log.log(events::HEALTH_CHECK, l);
+        let host = colour_host(&self.inst);
         let health = health::wait_healthy(
+            &host,
             http,
+            settings.websocket.port(color, &self.inst),
             &self.inst.database,
             timeout,
             &self.run.cancel,
@@ -616,10 +935,17 @@ impl Deploy<'_> {
     }
 
     /// Points traffic at `color` and waits until the public port shows it.
-    pub(super) async fn switch_to(&mut self, step: &StepRun, color: Color) -> Result<(), String> {
+    pub(super) async fn switch_to(
+        &mut self,
+        step: &StepRun,
+        color: Color,
+        settings: &RunSettings,
+    ) -> Result<(), String> {
         self.guarded(
             step.name,
-            self.p.traffic.route(&self.inst, Route::Color(color)),
+            self.p
+                .traffic
+                .route(&self.inst, Route::Color(color, settings.websocket)),
         )
         .await?;
         step.line(&format!(
@@ -628,12 +954,14 @@ impl Deploy<'_> {
         ));
         // From here the new colour serves: a crash now finishes forwards, not backwards.
         self.record.phase = Phase::Switched;
+        self.record.websocket = Some(settings.websocket);
         self.save();
         let state = InstanceState {
             active_color: Some(color),
             image: self.record.image.clone(),
             commit_sha: self.record.commit_sha.clone(),
             deployment_id: Some(self.record.id.clone()),
+            websocket: settings.websocket,
         };
         self.p
             .journal
@@ -672,7 +1000,12 @@ impl Deploy<'_> {
     /// Routes traffic back to the previous colour (or removes the route if there was none).
     pub async fn restore_route(&self) {
         let result = match self.previous.active_color {
-            Some(color) => self.p.traffic.route(&self.inst, Route::Color(color)).await,
+            Some(color) => {
+                self.p
+                    .traffic
+                    .route(&self.inst, Route::Color(color, self.previous.websocket))
+                    .await
+            }
             None => self.p.traffic.remove(&self.inst).await,
         };
         if let Err(e) = result {
@@ -684,21 +1017,20 @@ impl Deploy<'_> {
         }
     }
 
-    /// The module-update flow: maintenance, `-u`, new colour, switch.
+    /// The module-update flow: maintenance, `-u` (or the creation of the database), new
+    /// colour, switch.
     async fn with_maintenance(
         &mut self,
         target: Color,
         settings: &RunSettings,
-        changed: &[String],
-        checksums: &BTreeMap<String, String>,
-        _addons: &Addons,
+        built: &Built,
         order: &DeployOrder,
     ) -> Result<String, Failure> {
         let step = self.run.log.start(events::UPDATE_CONTAINER);
         self.enter(Phase::Maintenance, step.name);
         let mut safety: Option<Box<dyn SafetyCopyPort>> = None;
         let prepared = self
-            .enter_maintenance(&step, target, settings, order, &mut safety)
+            .enter_maintenance(&step, target, settings, built, order, &mut safety)
             .await;
         if let Err(e) = prepared {
             step.fail(&e);
@@ -707,10 +1039,90 @@ impl Deploy<'_> {
                 .await;
             return Err(format!("Update Container failed: {e}; {restored}").into());
         }
-        step.complete("maintenance window open; new colour created".to_owned());
+        step.complete(if built.init.is_some() {
+            "new colour created; it starts once the database exists".to_owned()
+        } else {
+            "maintenance window open; new colour created".to_owned()
+        });
 
         let step = self.run.log.start(events::MODULE_UPDATE);
         self.enter(Phase::ModulesUpdating, step.name);
+        let updated = match &built.init {
+            Some(init) => self.initialize_database(&step, init, settings, built).await,
+            None => self.update_modules(&step, settings, built).await,
+        };
+        let summary = match updated {
+            Ok(summary) => summary,
+            Err(e) => {
+                self.remove_container(&update_container_name(&self.inst.id))
+                    .await;
+                step.fail(&e);
+                // A database this run created is dropped; one that existed (empty) is
+                // put back from the pre-deploy snapshot, as after a failed -u.
+                let touched = built.init.is_none() || !built.created_database;
+                let restored = self
+                    .leave_maintenance(events::MODULE_UPDATE, safety, touched)
+                    .await;
+                return Err(format!("Module Update failed: {e}; {restored}").into());
+            }
+        };
+        step.complete(summary.clone());
+
+        let step = self.run.log.start(events::HEALTH_CHECK);
+        self.enter(Phase::ModulesUpdating, step.name);
+        let name = container_name(&self.inst.id, target);
+        let checked = async {
+            self.guarded(step.name, self.ensure_database_ready())
+                .await?;
+            self.guarded(step.name, self.p.engine.start(&name)).await?;
+            step.line(&format!("started {name}"));
+            self.check_colour(&step, target, settings).await
+        }
+        .await;
+        if let Err(e) = checked {
+            self.remove_container(&name).await;
+            step.fail(&e);
+            let restored = self
+                .leave_maintenance(events::HEALTH_CHECK, safety, true)
+                .await;
+            return Err(format!("Health Check failed: {e}; {restored}").into());
+        }
+        if let Err(e) = self.switch_to(&step, target, settings).await {
+            self.remove_container(&name).await;
+            step.fail(&e);
+            let restored = self
+                .leave_maintenance(events::HEALTH_CHECK, safety, true)
+                .await;
+            return Err(format!("Health Check failed: {e}; {restored}").into());
+        }
+        if let Some(copy) = safety {
+            match copy.discard().await {
+                Ok(()) => step.line("safety copy of the database dropped"),
+                Err(e) => step.line(&format!("warning: cannot drop the safety copy: {e}")),
+            }
+        }
+        let old = container_name(&self.inst.id, target.other());
+        self.remove_container(&old).await;
+        step.complete(format!(
+            "{target} serves {}; {summary}",
+            image_tag(&settings.commit_sha)
+        ));
+        Ok(format!(
+            "deployed {} on {target}; {summary}",
+            image_tag(&settings.commit_sha)
+        ))
+    }
+
+    /// `odoo -u`, then the proof that it happened: every updated module installed at its
+    /// manifest's version, nothing left pending. Odoo exits 0 when it skips modules it
+    /// cannot find, so the exit code alone does not say.
+    async fn update_modules(
+        &self,
+        step: &StepRun,
+        settings: &RunSettings,
+        built: &Built,
+    ) -> Result<String, String> {
+        let changed = &built.plan.update;
         step.line(&format!(
             "odoo -u {} on database {}",
             changed.join(","),
@@ -729,75 +1141,127 @@ impl Deploy<'_> {
                     &self.run.cancel,
                 ),
             )
-            .await;
-        let updated = match code {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(format!("odoo -u exited with code {code}")),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = updated {
-            self.remove_container(&update_container_name(&self.inst.id))
-                .await;
-            step.fail(&e);
-            let restored = self
-                .leave_maintenance(events::MODULE_UPDATE, safety, true)
-                .await;
-            return Err(format!("Module Update failed: {e}; {restored}").into());
+            .await?;
+        if code != 0 {
+            return Err(format!("odoo -u exited with code {code}"));
         }
-        match modules::save_checksums(&self.p.pg, &self.inst.database, checksums).await {
-            Ok(n) => step.line(&format!("recorded checksums of {n} installed modules")),
-            Err(e) => {
-                step.fail(format!("cannot record module checksums: {e}"));
-                let restored = self
-                    .leave_maintenance(events::MODULE_UPDATE, safety, true)
-                    .await;
-                return Err(format!("Module Update failed: {e}; {restored}").into());
-            }
+        let facts = modules::database_facts(&self.p.pg, &self.inst.database)
+            .await
+            .map_err(|e| format!("cannot check the update: {e}"))?;
+        let problems = modules::update_problems(&facts, &built.expected);
+        if !problems.is_empty() {
+            return Err(format!(
+                "odoo -u exited 0 but did not update the modules: {} (is every module on Odoo's addons path?)",
+                problems.join("; ")
+            ));
         }
-        step.complete(format!("updated {}", changed.join(", ")));
-
-        let step = self.run.log.start(events::HEALTH_CHECK);
-        self.enter(Phase::ModulesUpdating, step.name);
-        let name = container_name(&self.inst.id, target);
-        let checked = async {
-            self.guarded(step.name, self.p.engine.start(&name)).await?;
-            step.line(&format!("started {name}"));
-            self.check_colour(&step, target).await
-        }
-        .await;
-        if let Err(e) = checked {
-            self.remove_container(&name).await;
-            step.fail(&e);
-            let restored = self
-                .leave_maintenance(events::HEALTH_CHECK, safety, true)
-                .await;
-            return Err(format!("Health Check failed: {e}; {restored}").into());
-        }
-        if let Err(e) = self.switch_to(&step, target).await {
-            self.remove_container(&name).await;
-            step.fail(&e);
-            let restored = self
-                .leave_maintenance(events::HEALTH_CHECK, safety, true)
-                .await;
-            return Err(format!("Health Check failed: {e}; {restored}").into());
-        }
-        if let Some(copy) = safety {
-            match copy.discard().await {
-                Ok(()) => step.line("safety copy of the database dropped"),
-                Err(e) => step.line(&format!("warning: cannot drop the safety copy: {e}")),
-            }
-        }
-        let old = container_name(&self.inst.id, target.other());
-        self.remove_container(&old).await;
-        step.complete(format!(
-            "{target} serves {} with updated modules {}",
-            image_tag(&settings.commit_sha),
-            changed.join(", ")
+        step.line(&format!(
+            "{} at their manifest versions; nothing left to install, upgrade or remove",
+            built
+                .expected
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
+        let n = modules::record_checksums(&self.p.pg, &self.inst.database, &built.checksums)
+            .await
+            .map_err(|e| format!("cannot record module checksums: {e}"))?;
+        step.line(&format!("recorded checksums of {n} installed modules"));
+        let mut summary = format!("updated {}", changed.join(", "));
+        let new = built.plan.new_dependencies();
+        if !new.is_empty() {
+            summary.push_str(&format!("; installed {}", new.join(", ")));
+        }
+        Ok(summary)
+    }
+
+    /// Creates the database deliberately: `odoo -i base --without-demo=all`, the
+    /// instance's language and country, checked afterwards.
+    async fn initialize_database(
+        &mut self,
+        step: &StepRun,
+        init: &InitSettings,
+        settings: &RunSettings,
+        built: &Built,
+    ) -> Result<String, String> {
+        if built.created_database {
+            // Journaled first: an interrupted run drops what it created.
+            self.record.created_database = true;
+            self.save();
+        }
+        let spec = self.p.init_spec(&self.inst, init, settings);
+        step.line(&format!(
+            "initialize database {}: odoo {}",
+            self.inst.database,
+            spec.cmd
+                .iter()
+                .filter(|a| !a.starts_with("--db_"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+        let run = self.run.clone();
+        let mut on_line = move |l: &str| run.log.log(events::MODULE_UPDATE, l);
+        let code = self
+            .guarded(
+                step.name,
+                self.p.engine.run_once(
+                    &spec,
+                    self.p.step_timeout(),
+                    &mut on_line,
+                    &self.run.cancel,
+                ),
+            )
+            .await?;
+        if code != 0 {
+            return Err(format!("odoo -i base exited with code {code}"));
+        }
+        let settled = modules::settle_new_database(
+            &self.p.pg,
+            &self.inst.database,
+            &init.language,
+            self.inst.country.as_deref(),
+        )
+        .await
+        .map_err(|e| format!("database {} was created but {e}", self.inst.database))?;
+        for line in &settled {
+            step.line(line);
+        }
+        let facts = modules::database_facts(&self.p.pg, &self.inst.database)
+            .await
+            .map_err(|e| format!("cannot check the new database: {e}"))?;
+        let base = facts.modules.get("base").map(|r| r.state.as_str());
+        if base != Some("installed") {
+            return Err(format!(
+                "odoo -i base exited 0 but base is {}",
+                base.unwrap_or("missing")
+            ));
+        }
+        let problems = modules::update_problems(&facts, &BTreeMap::new());
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let n = modules::record_checksums(&self.p.pg, &self.inst.database, &built.checksums)
+            .await
+            .map_err(|e| format!("cannot record module checksums: {e}"))?;
+        if n > 0 {
+            step.line(&format!("recorded checksums of {n} installed modules"));
+        }
         Ok(format!(
-            "deployed {} on {target}; updated {}",
-            image_tag(&settings.commit_sha),
-            changed.join(", ")
+            "database {} created {} ({} modules installed, language {})",
+            self.inst.database,
+            if init.demo {
+                "WITH demo data"
+            } else {
+                "without demo data"
+            },
+            facts
+                .modules
+                .values()
+                .filter(|r| r.state == "installed")
+                .count(),
+            init.language
         ))
     }
 
@@ -806,6 +1270,7 @@ impl Deploy<'_> {
         step: &StepRun,
         target: Color,
         settings: &RunSettings,
+        built: &Built,
         order: &DeployOrder,
         safety: &mut Option<Box<dyn SafetyCopyPort>>,
     ) -> Result<(), String> {
@@ -828,7 +1293,9 @@ impl Deploy<'_> {
                 "{name} stopped (its crons and workers must not run old code on a new schema)"
             ));
         }
-        if self.p.snapshots.unavailable_reason().is_none() {
+        if built.init.is_some() {
+            step.line("no safety copy: there is no database yet");
+        } else if self.p.snapshots.unavailable_reason().is_none() {
             let copy = self
                 .guarded(
                     step.name,
@@ -852,8 +1319,8 @@ impl Deploy<'_> {
     }
 
     /// Undoes a maintenance window after a failure: database back (safety copy, else the
-    /// pre-deploy snapshot, if `-u` may have run), old colour started, traffic back.
-    /// Returns a sentence saying what now serves.
+    /// pre-deploy snapshot, if `-u` may have run; dropped if this run created it), old
+    /// colour started, traffic back. Returns a sentence saying what now serves.
     pub async fn leave_maintenance(
         &mut self,
         step: &'static str,
@@ -866,6 +1333,18 @@ impl Deploy<'_> {
             self.record.target_color.unwrap_or(Color::Blue),
         ))
         .await;
+        if self.record.created_database {
+            match self.p.pg.drop_database(&self.inst.database).await {
+                Ok(()) => log(&format!(
+                    "database {} dropped again (this deployment created it)",
+                    self.inst.database
+                )),
+                Err(e) => log(&format!(
+                    "error: cannot drop the database {} this deployment created: {e}",
+                    self.inst.database
+                )),
+            }
+        }
         let mut restored = true;
         if let Some(copy) = safety {
             match copy.swap_back().await {
@@ -875,7 +1354,7 @@ impl Deploy<'_> {
                     restored = self.restore_snapshot(step).await;
                 }
             }
-        } else if database_touched {
+        } else if database_touched && !self.record.created_database {
             restored = self.restore_snapshot(step).await;
         }
         if !restored {
@@ -887,6 +1366,10 @@ impl Deploy<'_> {
             return "nothing was serving before; no colour serves".to_owned();
         };
         let name = container_name(&self.inst.id, old);
+        if let Err(e) = self.ensure_database_ready().await {
+            log(&format!("error: {e}"));
+            return format!("the previous colour {old} was not restarted: {e}");
+        }
         if let Err(e) = self.p.engine.start(&name).await {
             log(&format!("error: cannot restart {name}: {e}"));
             return format!("the previous colour {old} could not be restarted: {e}");
@@ -897,8 +1380,16 @@ impl Deploy<'_> {
         let cancel = tokio_util::sync::CancellationToken::new();
         let run = self.run.clone();
         let mut on_line = move |l: &str| run.log.log(step, l);
-        if let Err(e) =
-            health::wait_healthy(http, &self.inst.database, timeout, &cancel, &mut on_line).await
+        if let Err(e) = health::wait_healthy(
+            &colour_host(&self.inst),
+            http,
+            self.previous.websocket.port(old, &self.inst),
+            &self.inst.database,
+            timeout,
+            &cancel,
+            &mut on_line,
+        )
+        .await
         {
             log(&format!("warning: {name} is not healthy yet: {e}"));
         }
@@ -936,6 +1427,16 @@ impl Deploy<'_> {
                 false
             }
         }
+    }
+}
+
+/// The address the colours are reached on from this host: their `http_interface`, or
+/// loopback when they listen on every address.
+pub fn colour_host(inst: &InstanceConfig) -> String {
+    match inst.http_interface {
+        addr if addr.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
     }
 }
 

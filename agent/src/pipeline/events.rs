@@ -75,6 +75,12 @@ pub enum EventKind {
         modules: Vec<String>,
         maintenance: bool,
         target_color: Color,
+        /// Set when the deployment creates the database.
+        #[serde(default)]
+        initialize: Option<InitPlan>,
+        /// Why each module is in the plan.
+        #[serde(default)]
+        entries: Vec<PlanModule>,
     },
     Snapshot {
         id: String,
@@ -90,6 +96,21 @@ pub enum EventKind {
         active_color: Option<Color>,
         duration_ms: u64,
     },
+}
+
+/// How a deployment creates the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitPlan {
+    pub demo: bool,
+    pub language: String,
+}
+
+/// A module of the plan and why it is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanModule {
+    pub name: String,
+    pub reason: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,13 +4,17 @@
 //!
 //! One file per concern: `deploy.rs` (the seven steps and the failure rules),
 //! `rollback.rs`, `containers.rs` (the colour containers), `build.rs` (build context and
-//! Dockerfile), `modules.rs` (which modules to update, and `-u`), `recover.rs`, `events.rs`.
+//! Dockerfile), `plan.rs` (which modules to update, and why), `modules.rs` (what the
+//! database holds, and the checks after `-u`), `image.rs` (how a built image runs),
+//! `recover.rs`, `events.rs`.
 
 mod build;
 mod containers;
 mod deploy;
 pub mod events;
-mod modules;
+pub mod image;
+pub mod modules;
+pub mod plan;
 mod recover;
 mod rollback;
 mod snapshots_port;
@@ -57,6 +61,9 @@ pub struct RollbackOrder {
     pub snapshot_id: String,
     pub image_ref: String,
     pub commit_sha: String,
+    /// The commit's message and author as its deployment recorded them (may be empty).
+    pub commit_message: String,
+    pub commit_author: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +153,8 @@ pub struct Pipeline {
     pub(crate) traffic: Arc<dyn TrafficSwitch>,
     pub(crate) pg: Pg,
     pub(crate) snapshots: Arc<dyn SnapshotPort>,
+    /// Base images' `odoo.conf`, read once each.
+    pub(crate) image_confs: image::ConfCache,
     runs: Mutex<HashMap<String, Arc<Run>>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tracker: TaskTracker,
@@ -175,6 +184,7 @@ impl Pipeline {
             traffic,
             pg,
             snapshots,
+            image_confs: image::ConfCache::default(),
             runs: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             tracker,
@@ -285,6 +295,8 @@ impl Pipeline {
             image: None,
             commit_sha: None,
             safety_snapshot: None,
+            created_database: false,
+            websocket: None,
             started_at: events::now_ms(),
             finished_at: None,
             next_seq: 1,
@@ -319,7 +331,19 @@ impl Pipeline {
     }
 
     fn finish_run(&self, id: &str) {
-        lock(&self.runs).remove(id);
+        let run = lock(&self.runs).remove(id);
+        if let Some(run) = run {
+            let keep = self.config.pipeline.journal_keep_runs;
+            match self.journal.prune_runs(&run.instance, keep) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::debug!(instance = %run.instance, "journal: forgot {n} old runs")
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %run.instance, "journal: cannot forget old runs: {e}")
+                }
+            }
+        }
     }
 
     /// Cancels a running deployment; false if it is not running here.

@@ -122,6 +122,8 @@ async fn forwards(
                 image: record.image.clone(),
                 commit_sha: record.commit_sha.clone(),
                 deployment_id: Some(record.id.clone()),
+                // The mode the run switched with.
+                websocket: record.websocket.unwrap_or(state.websocket),
             },
         )?;
     }
@@ -144,6 +146,22 @@ async fn backwards(
     if let Some(started) = started {
         let _ = p.engine.remove(&container_name(&inst.id, started)).await;
         let _ = p.engine.remove(&update_container_name(&inst.id)).await;
+    }
+    // The never-started container an image inspection may have left.
+    let _ = p.engine.remove(&super::image::probe_name(&inst.id)).await;
+    if record.created_database {
+        // The run asked Odoo to create the database: the next deployment creates it again,
+        // from nothing, rather than finding a half-initialised one.
+        match p.pg.drop_database(&inst.database).await {
+            Ok(()) => notes.push(format!(
+                "the database {} it had created was dropped",
+                inst.database
+            )),
+            Err(e) => notes.push(format!(
+                "cannot drop the database {} it had created: {e}",
+                inst.database
+            )),
+        }
     }
     if let (true, Some(snapshot)) = (record.phase >= Phase::Maintenance, &record.safety_snapshot) {
         let mut restored = false;
@@ -178,7 +196,12 @@ async fn backwards(
                 Ok(()) => notes.push(format!("{old} serves again")),
                 Err(e) => notes.push(format!("cannot restart {name}: {e}")),
             }
-            if let Err(e) = p.traffic.route(inst, Route::Color(old)).await {
+            let websocket = p
+                .journal
+                .instance(&inst.id)
+                .map(|s| s.websocket)
+                .unwrap_or_default();
+            if let Err(e) = p.traffic.route(inst, Route::Color(old, websocket)).await {
                 notes.push(format!("cannot route traffic to {old}: {e}"));
             }
         }
@@ -252,6 +275,8 @@ mod tests {
             image: None,
             commit_sha: None,
             safety_snapshot: None,
+            created_database: false,
+            websocket: None,
             started_at: 1,
             finished_at: None,
             next_seq: 1,

@@ -15,7 +15,7 @@ use crate::traffic::{Color, Route};
 use super::containers::{container_name, RunSettings};
 use super::deploy::Deploy;
 use super::events::{self, EventKind};
-use super::{Pipeline, RollbackOrder, Run};
+use super::{image, Pipeline, RollbackOrder, Run};
 
 pub(super) async fn run(p: &Pipeline, run: &Arc<Run>, order: &RollbackOrder) {
     let Some(inst) = p.config.instance(&order.instance_id).cloned() else {
@@ -45,10 +45,15 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
     d.record.commit_sha = Some(order.commit_sha.clone());
     d.record.image = Some(order.image_ref.clone());
     d.save();
+    // The commit's own message and author, as its deployment recorded them.
     d.run.log.emit(EventKind::Commit {
         sha: order.commit_sha.clone(),
-        message: format!("rollback to {}", order.image_ref),
-        author: String::new(),
+        message: if order.commit_message.is_empty() {
+            format!("rollback to {}", order.image_ref)
+        } else {
+            order.commit_message.clone()
+        },
+        author: order.commit_author.clone(),
         host_key: None,
     });
 
@@ -93,19 +98,43 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
         }
     }
 
-    let settings = RunSettings {
+    let step = d.run.log.start(events::UPDATE_CONTAINER);
+    d.enter(Phase::Maintenance, step.name);
+    let mut settings = RunSettings {
         image: order.image_ref.clone(),
         commit_sha: order.commit_sha.clone(),
         deployment_id: order.deployment_id.clone(),
-        // The image records its own addons path only when oCore generated it; the colour
-        // containers of that deployment used the same flag, read back from the image label.
         addons_path: None,
+        websocket: Default::default(),
+        command: None,
     };
-    let step = d.run.log.start(events::UPDATE_CONTAINER);
-    d.enter(Phase::Maintenance, step.name);
     let prepared: Result<(), String> = async {
         d.guarded(step.name, d.p.engine.ensure_image(&order.image_ref))
             .await?;
+        // The image says how it runs, as when it was deployed: its addons path (the label
+        // oCore or the repository's Dockerfile set, else its odoo.conf) and its workers.
+        let serving = d
+            .guarded(
+                step.name,
+                image::inspect(
+                    &d.p.engine,
+                    &d.p.image_confs,
+                    &d.inst,
+                    &order.image_ref,
+                    &image::Ask {
+                        generated: None,
+                        modules: None,
+                        require_path: false,
+                    },
+                ),
+            )
+            .await?;
+        for note in &serving.notes {
+            step.line(note);
+        }
+        settings.addons_path = serving.addons_path;
+        settings.websocket = serving.websocket;
+        settings.command = serving.command;
         d.guarded(step.name, d.p.traffic.route(&d.inst, Route::Maintenance))
             .await?;
         step.line(&format!(
@@ -121,8 +150,8 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
             .await?;
             step.line(&format!("{old} stopped"));
         }
+        d.p.prepare_data_dir(&d.inst)?;
         let mut spec = d.p.colour_spec(&d.inst, target, &settings);
-        spec.cmd = addons_path_from(&d.p.engine, &order.image_ref, spec.cmd).await;
         spec.restart = false;
         d.guarded(step.name, d.p.engine.create(&spec)).await?;
         step.line(&format!("{} created from {}", spec.name, order.image_ref));
@@ -168,8 +197,9 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
     d.enter(Phase::ModulesUpdating, step.name);
     let name = container_name(&d.inst.id, target);
     let checked: Result<(), String> = async {
+        d.guarded(step.name, d.ensure_database_ready()).await?;
         d.guarded(step.name, d.p.engine.start(&name)).await?;
-        d.check_colour(&step, target).await
+        d.check_colour(&step, target, &settings).await
     }
     .await;
     if let Err(e) = checked {
@@ -177,7 +207,7 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
         let back = d.leave_maintenance(events::HEALTH_CHECK, None, true).await;
         return Err(format!("Health Check failed: {e}; {back}"));
     }
-    if let Err(e) = d.switch_to(&step, target).await {
+    if let Err(e) = d.switch_to(&step, target, &settings).await {
         step.fail(&e);
         let back = d.leave_maintenance(events::HEALTH_CHECK, None, true).await;
         return Err(format!("Health Check failed: {e}; {back}"));
@@ -187,20 +217,4 @@ async fn execute(d: &mut Deploy<'_>, order: &RollbackOrder) -> Result<String, St
     }
     step.complete(format!("{target} serves {} again", order.image_ref));
     Ok(format!("rolled back to {} on {target}", order.image_ref))
-}
-
-/// Re-adds `--addons-path` recorded as an image label, so an oCore-generated image runs
-/// with the same addons path as when it was deployed.
-async fn addons_path_from(
-    engine: &crate::docker::Engine,
-    image: &str,
-    mut cmd: Vec<String>,
-) -> Vec<String> {
-    if let Ok(Some(path)) = engine
-        .image_label(image, crate::docker::LABEL_ADDONS_PATH)
-        .await
-    {
-        cmd.push(format!("--addons-path={path}"));
-    }
-    cmd
 }

@@ -155,6 +155,8 @@ pub struct Driver<'a> {
     pub site: &'a Site,
     pub runtime: tokio::runtime::Runtime,
     next: std::cell::Cell<u32>,
+    /// One connection for every deploy, as the coordinator keeps one per agent.
+    client: std::cell::RefCell<Option<ocore_proto::AgentClient<tonic::transport::Channel>>>,
 }
 
 impl<'a> Driver<'a> {
@@ -166,11 +168,18 @@ impl<'a> Driver<'a> {
                 .enable_all()
                 .build()?,
             next: std::cell::Cell::new(1),
+            client: std::cell::RefCell::new(None),
         })
     }
 
     async fn client(&self) -> Result<ocore_proto::AgentClient<tonic::transport::Channel>> {
-        self.site.agent_client().await
+        let cached = self.client.borrow().clone();
+        if let Some(client) = cached {
+            return Ok(client);
+        }
+        let client = self.site.agent_client().await?;
+        *self.client.borrow_mut() = Some(client.clone());
+        Ok(client)
     }
 
     /// Deploys branch `branch` of `repo` and waits for the end. The clock starts once the
@@ -219,8 +228,40 @@ pub fn addons_repo(dir: &std::path::Path) -> Result<AddonsRepo> {
     repo.module("mod_b", "1.0", &["mod_a"], "B = 1\n")?;
     repo.write("README.md", "shop addons\n")?;
     repo.write("mod_a/static/src/app.js", "console.log('v0');\n")?;
+    // An integrator's repository: real OCA modules (from the PyPI wheels tests/env/setup.sh
+    // unpacks) beside the own ones. OCORE_BENCH_REPO=small leaves them out.
+    if std::env::var("OCORE_BENCH_REPO").as_deref() != Ok("small") {
+        let oca = std::path::Path::new("/var/lib/ocore-testenv/oca");
+        if !oca.join("17.0").is_dir() {
+            anyhow::bail!(
+                "the OCA module trees are missing: run tests/env/setup.sh (or set OCORE_BENCH_REPO=small)"
+            );
+        }
+        // Odoo 17's, the test image's series.
+        let mut names = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(oca.join("17.0"))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            copy_tree(&entry.path(), &repo.dir.join("oca").join(&name))?;
+            names.insert(name);
+        }
+        println!("repository: mod_a, mod_b and the OCA modules {names:?}");
+    }
     repo.commit("first version")?;
     Ok(repo)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Brings a fresh site to the state of a live instance: a first deploy, both modules
@@ -245,6 +286,46 @@ pub fn static_change(repo: &AddonsRepo, round: &str) -> Result<String> {
         &format!("console.log('{round}');\n"),
     )?;
     repo.commit(&format!("static change {round}"))
+}
+
+/// Where a process's resident memory is (from /proc/PID/smaps): the heap, anonymous
+/// mappings (thread stacks, malloc arenas), and files, in KiB.
+pub fn memory_map(pid: u32) -> String {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return "(gone)".to_owned();
+    };
+    let (mut heap, mut anon, mut anon_count, mut file) = (0u64, 0u64, 0u64, 0u64);
+    let mut current = String::new();
+    for line in text.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            current = line
+                .split_whitespace()
+                .nth(5)
+                .unwrap_or_default()
+                .to_owned();
+            continue;
+        }
+        if let Some(rss) = line.strip_prefix("Rss:") {
+            let kib: u64 = rss
+                .trim()
+                .trim_end_matches(" kB")
+                .trim()
+                .parse()
+                .unwrap_or(0);
+            match current.as_str() {
+                "[heap]" => heap += kib,
+                "" => {
+                    anon += kib;
+                    if kib > 0 {
+                        anon_count += 1;
+                    }
+                }
+                _ => file += kib,
+            }
+        }
+    }
+    format!("heap {heap} KiB, anonymous {anon} KiB in {anon_count} mappings, files {file} KiB")
 }
 
 /// Resident set size of a process in KiB (VmRSS), or None if it is gone.

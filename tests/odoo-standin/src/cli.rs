@@ -13,8 +13,8 @@ pub enum Invocation {
     Version,
     /// `--help`: print usage and exit.
     Help,
-    /// Not an option and not `odoo`: the official entrypoint `exec`s such commands as given.
-    Exec(Vec<String>),
+    /// A command odoo-bin does not have: it exits with `Unknown command 'x'`.
+    UnknownCommand(String),
 }
 
 /// Options given on the command line. `None` means "not given", so the configuration file or
@@ -39,6 +39,8 @@ pub struct Options {
     pub db_password: Option<String>,
     pub db_host: Option<String>,
     pub db_port: Option<u16>,
+    pub workers: Option<u32>,
+    pub load_language: Option<String>,
 }
 
 /// A command-line error, printed as optparse does before exiting with status 2.
@@ -83,6 +85,8 @@ enum Dest {
     DbPassword,
     DbHost,
     DbPort,
+    Workers,
+    LoadLanguage,
     Version,
     Help,
     Ignored,
@@ -189,7 +193,7 @@ const SPECS: &[Spec] = &[
     spec(&["--db_maxconn"], Kind::Int, Dest::Ignored),
     spec(&["--db_maxconn_gevent"], Kind::Int, Dest::Ignored),
     spec(&["--db-template"], Kind::Text, Dest::Ignored),
-    spec(&["--load-language"], Kind::Text, Dest::Ignored),
+    spec(&["--load-language"], Kind::Text, Dest::LoadLanguage),
     spec(&["-l", "--language"], Kind::Text, Dest::Ignored),
     spec(&["--i18n-export"], Kind::Text, Dest::Ignored),
     spec(&["--i18n-import"], Kind::Text, Dest::Ignored),
@@ -209,7 +213,7 @@ const SPECS: &[Spec] = &[
         Dest::Ignored,
     ),
     spec(&["--geoip-country-db"], Kind::Text, Dest::Ignored),
-    spec(&["--workers"], Kind::Int, Dest::Ignored),
+    spec(&["--workers"], Kind::Int, Dest::Workers),
     spec(&["--limit-memory-soft"], Kind::Int, Dest::Ignored),
     spec(&["--limit-memory-hard"], Kind::Int, Dest::Ignored),
     spec(&["--limit-time-cpu"], Kind::Int, Dest::Ignored),
@@ -239,29 +243,21 @@ const OTHER_COMMANDS: &[&str] = &[
     "upgrade_code",
 ];
 
-/// Interprets the arguments after the program name.
-///
-/// The official image's entrypoint drops a leading `odoo` or `--`, and runs anything else that
-/// does not start with `-` as a command; the stand-in is both the entrypoint and `odoo`.
+/// Interprets the arguments after the program name, as odoo-bin does: a first argument
+/// that is not an option names a command (`server` is the default one). The image's
+/// entrypoint script, not this program, handles `odoo`/`--` and other programs.
 pub fn parse(args: &[String]) -> Result<Invocation, UsageError> {
     let mut args = args;
-    let mut via_odoo = false;
-    if let Some(first) = args.first() {
-        if first == "odoo" || first == "--" {
-            args = &args[1..];
-            via_odoo = true;
-        }
-    }
     if let Some(first) = args.first() {
         if first == "server" {
             args = &args[1..];
         } else if !first.starts_with('-') {
-            if via_odoo || OTHER_COMMANDS.contains(&first.as_str()) {
+            if OTHER_COMMANDS.contains(&first.as_str()) {
                 return Err(UsageError(format!(
                     "the odoo stand-in implements only the server command, not '{first}'"
                 )));
             }
-            return Ok(Invocation::Exec(args.to_vec()));
+            return Ok(Invocation::UnknownCommand(first.clone()));
         }
     }
     parse_options(args)
@@ -433,6 +429,15 @@ fn apply(
         Dest::DbPassword => options.db_password = Some(text()),
         Dest::DbHost => options.db_host = Some(text()),
         Dest::DbPort => options.db_port = Some(port()?),
+        Dest::Workers => {
+            options.workers = Some(text().parse::<u32>().map_err(|_| {
+                UsageError(format!(
+                    "option {name}: invalid integer value: '{}'",
+                    text()
+                ))
+            })?)
+        }
+        Dest::LoadLanguage => options.load_language = Some(text()),
         Dest::Ignored => {}
     }
     Ok(None)
@@ -458,7 +463,9 @@ Options the stand-in acts on (all other Odoo 17 options are accepted and ignored
   -w, --db_password PASS   database password
   --db_host HOST           database host
   --db_port PORT           database port
-  --without-demo MODULES   accepted, demo data does not exist here
+  --without-demo MODULES   no demo data for these modules (\"all\" for none)
+  --load-language LANGS    activate these languages (e.g. fr_FR)
+  --workers N              0 (default): websockets on the HTTP port; > 0: on the gevent port
   --log-level LEVEL        info, warn, error, critical, debug, ...
 ";
 
@@ -544,23 +551,20 @@ mod tests {
     }
 
     #[test]
-    fn behaves_like_the_image_entrypoint() {
+    fn behaves_like_odoo_bin() {
         assert_eq!(parse(&args(&[])), Ok(Invocation::Server(Box::default())));
-        assert_eq!(
-            parse(&args(&["odoo"])),
-            Ok(Invocation::Server(Box::default()))
-        );
-        let options = server(&["odoo", "-d", "x"]);
-        assert_eq!(options.db_name.as_deref(), Some("x"));
-        let options = server(&["--", "server", "-d", "y"]);
+        let options = server(&["server", "-d", "y"]);
         assert_eq!(options.db_name.as_deref(), Some("y"));
         assert_eq!(
             parse(&args(&["sh", "-c", "id"])),
-            Ok(Invocation::Exec(args(&["sh", "-c", "id"])))
+            Ok(Invocation::UnknownCommand("sh".into()))
         );
-        assert!(parse(&args(&["odoo", "shell"])).is_err());
+        assert!(parse(&args(&["shell"])).is_err());
         assert_eq!(parse(&args(&["--version"])), Ok(Invocation::Version));
         assert_eq!(parse(&args(&["-v"])), Ok(Invocation::Version));
+        let options = server(&["--workers=3", "--load-language", "fr_FR"]);
+        assert_eq!(options.workers, Some(3));
+        assert_eq!(options.load_language.as_deref(), Some("fr_FR"));
     }
 
     #[test]

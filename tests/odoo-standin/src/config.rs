@@ -1,5 +1,9 @@
-//! The effective settings: `odoo.conf`'s `[options]` section, overridden by the command line,
-//! with the official image's `HOST`/`PORT`/`USER`/`PASSWORD` variables beneath both.
+//! The effective settings: `odoo.conf`'s `[options]` section, overridden by the command line.
+//! Database parameters neither gives are left to libpq, as Odoo leaves them: `PGHOST`,
+//! `PGPORT`, `PGUSER`, `PGPASSWORD`, then the password file (`PGPASSFILE`, else
+//! `~/.pgpass`), which libpq ignores when group or others can read it. (The official image's
+//! `HOST`/`PORT`/`USER`/`PASSWORD` variables are read by its entrypoint script, which turns
+//! them into command-line options.)
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -39,6 +43,41 @@ pub struct Settings {
     pub init: Vec<String>,
     pub update: Vec<String>,
     pub log_level: Level,
+    /// Odoo's `workers`: 0 serves everything, websockets included, on the HTTP port.
+    pub workers: u32,
+    /// `--without-demo`: `None` loads demo data for installed modules, `all` for none, else
+    /// the modules listed.
+    pub without_demo: WithoutDemo,
+    /// `--load-language` codes.
+    pub load_language: Vec<String>,
+}
+
+/// Which modules get no demo data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WithoutDemo {
+    None,
+    All,
+    Modules(Vec<String>),
+}
+
+impl WithoutDemo {
+    /// Odoo's reading of the option: empty or `False` means demo for all.
+    fn parse(value: Option<&str>) -> Self {
+        match value.map(str::trim) {
+            None | Some("" | "False" | "false" | "None") => WithoutDemo::None,
+            Some("all" | "True" | "true" | "1") => WithoutDemo::All,
+            Some(list) => WithoutDemo::Modules(split_list(list)),
+        }
+    }
+
+    /// Whether `module`, installed now, gets demo data.
+    pub fn demo_for(&self, module: &str) -> bool {
+        match self {
+            WithoutDemo::None => true,
+            WithoutDemo::All => false,
+            WithoutDemo::Modules(list) => !list.iter().any(|m| m == module),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -218,26 +257,17 @@ fn resolve_with(
                 }),
         }
     };
-    // The official entrypoint passes HOST/PORT/USER/PASSWORD (with its defaults) only for the
-    // keys the configuration file does not mention at all.
-    let from_env = |key: &str, var: &str, default: &str| -> Option<String> {
-        if file.contains_key(key) {
-            None
-        } else {
-            Some(env(var).unwrap_or_else(|| default.to_string()))
-        }
-    };
-
+    // What neither the command line nor the file gives is libpq's to find, as psycopg2
+    // leaves it (Odoo passes only the parameters it has).
     let db_host = options
         .db_host
         .clone()
         .or_else(|| present(file.get("db_host")))
-        .or_else(|| from_env("db_host", "HOST", "db"))
-        // Odoo leaves the host to libpq, which uses the local socket.
+        .or_else(|| env("PGHOST").filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "/var/run/postgresql".to_string());
-    let env_port = match from_env("db_port", "PORT", "5432") {
+    let env_port = match env("PGPORT").filter(|p| !p.is_empty()) {
         Some(value) => Some(value.parse::<u16>().map_err(|_| ConfigError::Value {
-            path: PathBuf::from("environment variable PORT"),
+            path: PathBuf::from("environment variable PGPORT"),
             key: "db_port".to_string(),
             value,
         })?),
@@ -251,13 +281,43 @@ fn resolve_with(
         .db_user
         .clone()
         .or_else(|| present(file.get("db_user")))
-        .or_else(|| from_env("db_user", "USER", "odoo"))
+        .or_else(|| env("PGUSER").filter(|u| !u.is_empty()))
+        // libpq's default: the operating-system user (odoo in the image).
         .unwrap_or_else(|| "odoo".to_string());
     let db_password = options
         .db_password
         .clone()
         .or_else(|| present(file.get("db_password")))
-        .or_else(|| from_env("db_password", "PASSWORD", "odoo"));
+        .or_else(|| env("PGPASSWORD").filter(|p| !p.is_empty()))
+        .or_else(|| {
+            let file = env("PGPASSFILE")
+                .filter(|f| !f.is_empty())
+                .or_else(|| env("HOME").map(|h| format!("{h}/.pgpass")))?;
+            passfile_password(Path::new(&file), &db_host, db_port, &db_user)
+        });
+    let workers = match options.workers {
+        Some(w) => w,
+        None => match present(file.get("workers")) {
+            Some(value) => value.parse::<u32>().map_err(|_| ConfigError::Value {
+                path: path.clone(),
+                key: "workers".to_string(),
+                value,
+            })?,
+            None => 0,
+        },
+    };
+    let without_demo = WithoutDemo::parse(
+        options
+            .without_demo
+            .as_deref()
+            .or(file.get("without_demo").map(String::as_str)),
+    );
+    let load_language = options
+        .load_language
+        .as_deref()
+        .or(file.get("load_language").map(String::as_str))
+        .map(split_list)
+        .unwrap_or_default();
 
     let addons_path = match &options.addons_path {
         Some(value) => check_addons_path(value)?,
@@ -340,7 +400,73 @@ fn resolve_with(
         init,
         update,
         log_level,
+        workers,
+        without_demo,
+        load_language,
     })
+}
+
+/// The password libpq finds for `host:port:*:user` in a password file, as libpq reads one:
+/// `host:port:database:user:password` lines, `*` matching anything, `\:` and `\\` escaped;
+/// a file that group or others can read is ignored with libpq's warning.
+pub fn passfile_password(path: &Path, host: &str, port: u16, user: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        eprintln!(
+            "WARNING: password file \"{}\" has group or world access; permissions should be u=rw (0600) or less",
+            path.display()
+        );
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    // libpq matches a socket directory as "localhost".
+    let host = if host.starts_with('/') {
+        "localhost"
+    } else {
+        host
+    };
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = split_passfile_line(line);
+        let [h, p, _db, u, password] = fields.as_slice() else {
+            continue;
+        };
+        let matches = |field: &str, value: &str| field == "*" || field == value;
+        if matches(h, host) && matches(p, &port) && matches(u, user) {
+            return Some(password.clone());
+        }
+    }
+    None
+}
+
+fn split_passfile_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    if let Some(last) = fields.last_mut() {
+                        last.push(next);
+                    }
+                }
+            }
+            ':' if fields.len() < 5 => fields.push(String::new()),
+            c => {
+                if let Some(last) = fields.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    fields
 }
 
 /// Odoo checks `--addons-path` folders when parsing the command line (not those of the file).
@@ -444,28 +570,80 @@ proxy_mode = True
     }
 
     #[test]
-    fn environment_fills_only_keys_the_file_lacks() {
+    fn libpq_environment_fills_what_options_and_file_lack() {
         let env = |name: &str| match name {
-            "HOST" => Some("pg.internal".to_string()),
-            "PORT" => Some("5433".to_string()),
-            "USER" => Some("envuser".to_string()),
-            "PASSWORD" => Some("envpass".to_string()),
+            "PGHOST" => Some("pg.internal".to_string()),
+            "PGPORT" => Some("5433".to_string()),
+            "PGUSER" => Some("envuser".to_string()),
+            "PGPASSWORD" => Some("envpass".to_string()),
+            // The official image's variables mean nothing to Odoo itself.
+            "PASSWORD" => Some("entrypoint-only".to_string()),
             _ => None,
         };
-        let s = settings(
-            &Options::default(),
-            "[options]\ndb_user = fromfile\ndb_password = False\n",
-            &env,
-        );
+        let s = settings(&Options::default(), "[options]\ndb_user = fromfile\n", &env);
         assert_eq!(s.db.host, "pg.internal");
         assert_eq!(s.db.port, 5433);
         assert_eq!(s.db.user, "fromfile");
-        // The key is present (as False), so the entrypoint passes no password either.
-        assert_eq!(s.db.password, None);
+        assert_eq!(s.db.password.as_deref(), Some("envpass"));
         let s = settings(&Options::default(), "[options]\n", &no_env);
-        assert_eq!(s.db.host, "db");
+        assert_eq!(s.db.host, "/var/run/postgresql");
         assert_eq!(s.db.user, "odoo");
-        assert_eq!(s.db.password.as_deref(), Some("odoo"));
+        assert_eq!(s.db.password, None);
+    }
+
+    #[test]
+    fn the_password_file_is_read_as_libpq_reads_it() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("standin-pgpass-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("pgpass");
+        std::fs::write(
+            &file,
+            "# comment\nother:*:*:*:no\n*:5432:*:ocore:se\\:cr\\\\et\n",
+        )?;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        assert_eq!(
+            passfile_password(&file, "127.0.0.1", 5432, "ocore").as_deref(),
+            Some("se:cr\\et")
+        );
+        assert_eq!(passfile_password(&file, "127.0.0.1", 5433, "ocore"), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        assert_eq!(passfile_password(&file, "127.0.0.1", 5432, "ocore"), None);
+        let path = file.display().to_string();
+        let env = |name: &str| (name == "PGPASSFILE").then(|| path.clone());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        let s = settings(
+            &Options::default(),
+            "[options]\ndb_host = 127.0.0.1\ndb_user = ocore\n",
+            &env,
+        );
+        assert_eq!(s.db.password.as_deref(), Some("se:cr\\et"));
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
+    fn workers_demo_and_languages() {
+        let s = settings(&Options::default(), IMAGE_CONF, &no_env);
+        assert_eq!(s.workers, 0);
+        assert_eq!(s.without_demo, WithoutDemo::None);
+        let options = Options {
+            workers: Some(4),
+            without_demo: Some("all".into()),
+            load_language: Some("fr_FR,de_DE".into()),
+            ..Options::default()
+        };
+        let s = settings(&options, IMAGE_CONF, &no_env);
+        assert_eq!(s.workers, 4);
+        assert!(!s.without_demo.demo_for("base"));
+        assert_eq!(s.load_language, ["fr_FR", "de_DE"]);
+        let s = settings(
+            &Options::default(),
+            "[options]\nworkers = 2\nwithout_demo = sale\n",
+            &no_env,
+        );
+        assert_eq!(s.workers, 2);
+        assert!(s.without_demo.demo_for("base") && !s.without_demo.demo_for("sale"));
     }
 
     #[test]

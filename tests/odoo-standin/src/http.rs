@@ -46,6 +46,10 @@ pub struct App {
     /// Set when a deployed module carries `OCORE_FAIL_HEALTH`.
     pub fail_health: bool,
     pub in_flight: InFlight,
+    /// Odoo's `workers`: with 0 the HTTP port serves websockets.
+    pub workers: u32,
+    /// Why the database's registry did not load, if it did not.
+    pub registry_error: Option<String>,
 }
 
 /// Counts requests being handled, so shutdown can let them finish.
@@ -126,6 +130,8 @@ struct Response {
     content_type: &'static str,
     body: Vec<u8>,
     location: Option<String>,
+    /// `Sec-WebSocket-Accept` of a 101 answer.
+    accept: Option<String>,
 }
 
 impl Response {
@@ -135,6 +141,7 @@ impl Response {
             content_type,
             body: body.into(),
             location: None,
+            accept: None,
         }
     }
 
@@ -320,6 +327,12 @@ fn write_response(
     response: &Response,
     head_only: bool,
 ) -> std::io::Result<()> {
+    if let Some(accept) = &response.accept {
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        return writer.write_all(head.as_bytes());
+    }
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nServer: {SERVER_HEADER}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
@@ -340,6 +353,7 @@ fn write_response(
 
 fn reason(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
         303 => "See Other",
         400 => "Bad Request",
@@ -365,7 +379,7 @@ fn route(request: &Request, port: Port, app: &App) -> Response {
         "/web/login" => allowed(is_get, &|| login(request, app)),
         "/web/database/selector" => allowed(is_get, &|| selector(app)),
         "/" => allowed(is_get, &|| home(app)),
-        "/websocket" => allowed(is_get, &|| websocket(port)),
+        "/websocket" => allowed(is_get, &|| websocket(request, port, app)),
         "/ocore-test/attachment" => allowed(method == "POST", &|| attachment(request, app)),
         _ => Response::html(
             404,
@@ -395,6 +409,17 @@ fn login(request: &Request, app: &App) -> Response {
         response.location = Some("/web/database/selector".to_string());
         return response;
     };
+    if let (Some(reason), Some(served)) = (&app.registry_error, &app.db_name) {
+        if *served == db_name {
+            return Response::html(
+                500,
+                format!(
+                    "<!doctype html>\n<title>500 Internal Server Error</title>\n<p>{}</p>\n",
+                    html_escape(reason)
+                ),
+            );
+        }
+    }
     let result =
         db::connect(&app.db, &db_name).and_then(|mut client| db::count_modules(&mut client));
     match result {
@@ -490,16 +515,66 @@ fn home(app: &App) -> Response {
     )
 }
 
-/// Odoo in multi-worker mode serves `/websocket` only on the gevent port; the HTTP port refuses
-/// it, which shows when a proxy routes websocket traffic to the wrong port.
-fn websocket(port: Port) -> Response {
-    match port {
-        Port::Gevent => Response::text(200, "websocket endpoint (gevent port)\n"),
-        Port::Http => Response::text(
+/// `/websocket`: a threaded Odoo (`workers = 0`) answers it on the HTTP port; with workers
+/// only the gevent process does, and the HTTP port refuses it. An upgrade request with an
+/// `Origin` answers `101 Switching Protocols` (the connection is then closed: the stand-in
+/// speaks no websocket frames).
+fn websocket(request: &Request, port: Port, app: &App) -> Response {
+    let serves = match port {
+        Port::Gevent => app.workers > 0,
+        Port::Http => app.workers == 0,
+    };
+    if !serves {
+        return Response::text(
             400,
             "Couldn't bind the websocket. Is the connection opened on the evented port (8072)?\n",
-        ),
+        );
     }
+    let header = |name: &str| request.headers.get(name).map(String::as_str).unwrap_or("");
+    let upgrade = header("upgrade").eq_ignore_ascii_case("websocket")
+        && header("connection")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let key = header("sec-websocket-key");
+    if !upgrade || key.is_empty() || header("sec-websocket-version") != "13" {
+        return Response::text(400, "Bad Request: not a websocket handshake\n");
+    }
+    if header("origin").is_empty() {
+        return Response::text(400, "Bad Request: missing Origin header\n");
+    }
+    if let Some(reason) = &app.registry_error {
+        return Response::text(500, &format!("{reason}\n"));
+    }
+    let mut response = Response::new(101, "text/plain", Vec::new());
+    response.accept = Some(websocket_accept(key));
+    response
+}
+
+/// `Sec-WebSocket-Accept` for a key (RFC 6455 section 4.2.2).
+fn websocket_accept(key: &str) -> String {
+    let digest = sha1::raw_digest(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
+    base64(&digest)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Stores the body as an attachment: the file in Odoo's filestore layout, then the row.
@@ -680,6 +755,17 @@ mod tests {
         );
         assert!(text.contains("Connection: close\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n{\"status\": \"pass\"}"), "{text}");
+    }
+
+    #[test]
+    fn websocket_accept_follows_rfc_6455() {
+        // The example of RFC 6455 section 1.3.
+        assert_eq!(
+            websocket_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
     }
 
     #[test]

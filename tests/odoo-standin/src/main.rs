@@ -1,4 +1,6 @@
-//! `odoo`: a stand-in for Odoo 17 and its official image's entrypoint, for oCore's tests.
+//! `odoo`: a stand-in for Odoo 17's `odoo` command, for oCore's tests (the image's
+//! `/entrypoint.sh` plays the official entrypoint; this binary is also its
+//! `wait-for-psql.py`).
 //!
 //! It reads `odoo.conf` and Odoo's command line, keeps Odoo's module tables in a real
 //! PostgreSQL database, serves Odoo's health and page routes, writes filestore files, and fails
@@ -16,18 +18,27 @@ mod manifest;
 mod plan;
 mod server;
 mod sha1;
+mod wait;
 
-use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use cli::Invocation;
 use config::ConfigError;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args_os()
-        .skip(1)
+    let mut argv = std::env::args_os();
+    let program = argv
+        .next()
         .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+        .unwrap_or_default();
+    let args: Vec<String> = argv.map(|a| a.to_string_lossy().into_owned()).collect();
+    // Installed also as the official image's `wait-for-psql.py`.
+    if std::path::Path::new(&program)
+        .file_name()
+        .is_some_and(|n| n == "wait-for-psql.py")
+    {
+        return wait::run(&args);
+    }
     let options = match cli::parse(&args) {
         Ok(Invocation::Server(options)) => options,
         Ok(Invocation::Version) => {
@@ -38,7 +49,10 @@ fn main() -> ExitCode {
             print!("{}", cli::HELP);
             return ExitCode::SUCCESS;
         }
-        Ok(Invocation::Exec(command)) => return exec(&command),
+        Ok(Invocation::UnknownCommand(command)) => {
+            eprintln!("Unknown command '{command}'");
+            return ExitCode::from(1);
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
@@ -56,18 +70,4 @@ fn main() -> ExitCode {
         }
     };
     server::run(settings)
-}
-
-/// Replaces the process with `command`, as the official entrypoint's `exec "$@"` does.
-fn exec(command: &[String]) -> ExitCode {
-    let Some((program, args)) = command.split_first() else {
-        return ExitCode::from(2);
-    };
-    let error = Command::new(program).args(args).exec();
-    eprintln!("exec: {program}: {error}");
-    if error.kind() == std::io::ErrorKind::NotFound {
-        ExitCode::from(127)
-    } else {
-        ExitCode::from(126)
-    }
 }

@@ -45,6 +45,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Things Odoo would log as warnings and carry on.
     pub warnings: Vec<String>,
+    /// Installed modules marked for upgrade that are not on the addons path: Odoo logs
+    /// "not installable, skipped" for each and leaves them `to upgrade`.
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -145,12 +148,14 @@ pub fn plan(
     } else {
         init.to_vec()
     };
+    // Odoo's `_check_module_names`: names it does not know are ignored with a warning.
+    let mut invalid: Vec<String> = Vec::new();
     for name in &init_names {
         let Some(node) = nodes.get(name.as_str()) else {
-            return Err(PlanError::NotFound {
-                module: name.clone(),
-                option: "-i",
-            });
+            if !installed.contains(name) {
+                invalid.push(name.clone());
+            }
+            continue;
         };
         if !node.installable {
             warnings.push(format!("module {name}: not installable, skipped"));
@@ -162,11 +167,9 @@ pub fn plan(
     let mut to_update = BTreeSet::new();
     let update_all = update.iter().any(|m| m == "all" || m == BASE);
     for name in update.iter().filter(|m| *m != "all") {
-        if !nodes.contains_key(name.as_str()) {
-            return Err(PlanError::NotFound {
-                module: name.clone(),
-                option: "-u",
-            });
+        if !nodes.contains_key(name.as_str()) && !installed.contains(name) {
+            invalid.push(name.clone());
+            continue;
         }
         if !installed.contains(name) {
             warnings.push(format!("module {name} is not installed, -u ignores it"));
@@ -194,17 +197,22 @@ pub fn plan(
             break;
         }
     }
-    // Installed modules that vanished from the addons path cannot be updated.
-    let vanished: Vec<String> = to_update
+    if !invalid.is_empty() {
+        warnings.push(format!(
+            "invalid module names, ignored: {}",
+            invalid.join(", ")
+        ));
+    }
+    // Installed modules that are not on the addons path are marked for upgrade, then
+    // skipped by the loader: they stay `to upgrade`.
+    // So are installed modules whose manifest now says `installable: False`.
+    let skipped: Vec<String> = to_update
         .iter()
-        .filter(|m| !nodes.contains_key(m.as_str()))
+        .filter(|m| nodes.get(m.as_str()).is_none_or(|n| !n.installable))
         .cloned()
         .collect();
-    for name in vanished {
-        warnings.push(format!(
-            "module {name}: installed but not found on the addons path, not updated"
-        ));
-        to_update.remove(&name);
+    for name in &skipped {
+        to_update.remove(name);
     }
     // An updated module may have gained dependencies: Odoo installs them.
     for name in to_update.clone() {
@@ -244,7 +252,11 @@ pub fn plan(
             })
         })
         .collect();
-    Ok(Plan { steps, warnings })
+    Ok(Plan {
+        steps,
+        warnings,
+        skipped,
+    })
 }
 
 /// Adds `name` and its uninstalled dependencies to `to_install`.
@@ -498,21 +510,18 @@ mod tests {
     }
 
     #[test]
-    fn unknown_modules_are_errors() {
-        assert_eq!(
-            plan(&tree(), &set(&["base"]), &list(&["nope"]), &[]),
-            Err(PlanError::NotFound {
-                module: "nope".into(),
-                option: "-i"
-            })
-        );
-        assert_eq!(
-            plan(&tree(), &set(&["base"]), &[], &list(&["nope"])),
-            Err(PlanError::NotFound {
-                module: "nope".into(),
-                option: "-u"
-            })
-        );
+    fn unknown_names_are_ignored_with_a_warning_and_missing_modules_skipped() {
+        for (init, update) in [(list(&["nope"]), vec![]), (vec![], list(&["nope"]))] {
+            let plan = plan(&tree(), &set(&["base"]), &init, &update).expect("plans");
+            assert!(plan.steps.is_empty());
+            assert_eq!(plan.warnings, ["invalid module names, ignored: nope"]);
+        }
+        // Installed, but not on the addons path: marked, then skipped.
+        let installed = set(&["base", "gone", "core"]);
+        let skipped =
+            super::plan(&tree(), &installed, &[], &list(&["gone", "core"])).expect("plans");
+        assert_eq!(skipped.skipped, ["gone"]);
+        assert_eq!(steps(&skipped), named(&[("core", Action::Update)]));
         let broken = addons(vec![module("needs", &["missing_dep"])]);
         assert_eq!(
             plan(&broken, &set(&["base"]), &list(&["needs"]), &[]),

@@ -18,8 +18,6 @@ use crate::log;
 use crate::plan::Action;
 
 const SERVER: &str = "odoo.service.server";
-/// How long `wait-for-psql.py` in the official image waits for PostgreSQL.
-const WAIT_FOR_PSQL: Duration = Duration::from_secs(30);
 /// Odoo's threaded server gives running requests about a second after a stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
@@ -116,12 +114,26 @@ pub fn run(settings: Settings) -> ExitCode {
     }
     // Held open while serving, as Odoo's registry and cron keep connections to their database.
     let mut _keeper = None;
+    // Why the database's registry could not be loaded, when it could not: a server goes on
+    // serving (health passes) but every request for that database fails.
+    let mut registry_error = None;
     match &db_name {
         Some(db_name) => {
             lifecycle.phase.store(UPDATING, Ordering::SeqCst);
             match load_database(&settings, db_name, &addons) {
                 Ok(client) => _keeper = Some(client),
-                Err(code) => return code,
+                Err(Failure::Exit(code)) => return code,
+                Err(Failure::Registry(reason)) if settings.stop_after_init => {
+                    log::info(Some(db_name), SERVER, &reason);
+                    // preload_registries returns -1: `sys.exit(-1)`.
+                    return ExitCode::from(255);
+                }
+                Err(Failure::Registry(reason)) => registry_error = Some(reason),
+                Err(Failure::NotInitialized) => {
+                    registry_error = Some(format!(
+                        "Database {db_name} not initialized, you can force it with `-i base`"
+                    ))
+                }
             }
             lifecycle.phase.store(STARTING, Ordering::SeqCst);
         }
@@ -146,6 +158,8 @@ pub fn run(settings: Settings) -> ExitCode {
         data_dir: settings.data_dir.clone(),
         fail_health: addons.any(|m| m.fail_health).is_some(),
         in_flight: InFlight::default(),
+        workers: settings.workers,
+        registry_error,
     });
     if app.fail_health {
         log::warning(
@@ -210,28 +224,39 @@ fn announce(settings: &Settings) {
     );
 }
 
+/// Why loading the database failed.
+enum Failure {
+    /// The process ends with this status (no database server, a database that cannot be
+    /// created).
+    Exit(ExitCode),
+    /// The registry did not load (a module failed, `-i`/`-u` failed); the transaction was
+    /// rolled back.
+    Registry(String),
+    /// An existing database without Odoo's tables, and no `-i`/`-u` to initialise it:
+    /// Odoo refuses to load it.
+    NotInitialized,
+}
+
 /// Creates and loads the database, applying `-i`/`-u`; returns a connection to keep open.
+/// As Odoo does, a database that does not exist is created, and `base` installed in it
+/// (with demo data unless `--without-demo`).
 fn load_database(
     settings: &Settings,
     db_name: &str,
     addons: &Addons,
-) -> Result<postgres::Client, ExitCode> {
-    if let Err(e) = db::wait_for_server(&settings.db, WAIT_FOR_PSQL) {
-        log::critical(
-            Some(db_name),
-            "odoo.sql_db",
-            &format!("Database connection failure: {}", db::describe(&e)),
-        );
-        return Err(ExitCode::from(1));
-    }
-    match db::ensure_database(&settings.db, db_name) {
-        Ok(true) => log::info(
-            Some(db_name),
-            "odoo.service.db",
-            &format!("Create database `{db_name}`."),
-        ),
-        Ok(false) => {}
+) -> Result<postgres::Client, Failure> {
+    let created = match db::ensure_database(&settings.db, db_name) {
+        Ok(true) => {
+            log::info(
+                Some(db_name),
+                "odoo.service.db",
+                &format!("Create database `{db_name}`."),
+            );
+            true
+        }
+        Ok(false) => false,
         Err(e) => {
+            // Odoo's `_create_empty_database` raises: the process ends with the traceback.
             log::critical(
                 Some(db_name),
                 SERVER,
@@ -240,9 +265,9 @@ fn load_database(
                     db::describe(&e)
                 ),
             );
-            return Err(ExitCode::from(1));
+            return Err(Failure::Exit(ExitCode::from(1)));
         }
-    }
+    };
     let mut client = match db::connect(&settings.db, db_name) {
         Ok(client) => client,
         Err(e) => {
@@ -251,23 +276,38 @@ fn load_database(
                 "odoo.sql_db",
                 &format!("Connection to the database failed: {}", db::describe(&e)),
             );
-            return Err(ExitCode::from(1));
+            return Err(Failure::Exit(ExitCode::from(1)));
         }
     };
+    let changing = created || !(settings.init.is_empty() && settings.update.is_empty());
+    if !changing {
+        let initialized = client
+            .query_one("SELECT to_regclass('ir_module_module') IS NOT NULL", &[])
+            .map(|row| row.get::<_, bool>(0))
+            .unwrap_or(false);
+        if !initialized {
+            log::error(
+                Some(db_name),
+                "odoo.modules.loading",
+                &format!("Database {db_name} not initialized, you can force it with `-i base`"),
+            );
+            return Err(Failure::NotInitialized);
+        }
+    }
     let run_id = run_id();
     log::info(
         Some(db_name),
         "odoo.modules.loading",
         &format!("ocore test run {run_id}"),
     );
-    match db::initialize_and_run(
-        &mut client,
-        db_name,
-        addons,
-        &settings.init,
-        &settings.update,
-        &run_id,
-    ) {
+    let request = db::RunRequest {
+        init: &settings.init,
+        update: &settings.update,
+        without_demo: &settings.without_demo,
+        load_language: &settings.load_language,
+        run_id: &run_id,
+    };
+    match db::initialize_and_run(&mut client, db_name, addons, &request) {
         Ok(outcome) => {
             if !outcome.missing_installed.is_empty() {
                 let names: Vec<String> = outcome
@@ -280,6 +320,21 @@ fn load_database(
                     "odoo.modules.loading",
                     &format!(
                         "Some modules are not loaded, some dependencies or manifest may be missing: [{}]",
+                        names.join(", ")
+                    ),
+                );
+            }
+            if !outcome.inconsistent.is_empty() {
+                let names: Vec<String> = outcome
+                    .inconsistent
+                    .iter()
+                    .map(|m| format!("'{m}'"))
+                    .collect();
+                log::error(
+                    Some(db_name),
+                    "odoo.modules.loading",
+                    &format!(
+                        "Some modules have inconsistent states, some dependencies may be missing: [{}]",
                         names.join(", ")
                     ),
                 );
@@ -309,8 +364,13 @@ fn load_database(
         Err(e) => {
             let injected_init;
             let (last, exception) = match &e {
-                RunError::Injected { path, .. } => {
+                RunError::Injected { path, module } => {
                     injected_init = format!("{path}/__init__.py");
+                    log::critical(
+                        Some(db_name),
+                        "odoo.modules.module",
+                        &format!("Couldn't load module {module}"),
+                    );
                     (
                         (
                             injected_init.as_str(),
@@ -329,6 +389,15 @@ fn load_database(
                         "raise UserError(msg % (module.name, dep.name))",
                     ),
                     format!("odoo.exceptions.UserError: {plan}"),
+                ),
+                RunError::UnknownLanguage(_) => (
+                    (
+                        "/usr/lib/python3/dist-packages/odoo/addons/base/models/res_lang.py",
+                        221,
+                        "_create_lang",
+                        "raise UserError(_('Unable to get information for locale %s.', lang))",
+                    ),
+                    format!("odoo.exceptions.UserError: {e}"),
                 ),
                 RunError::Db(db) => (
                     (
@@ -376,7 +445,9 @@ fn load_database(
                     &exception,
                 ),
             );
-            Err(ExitCode::from(1))
+            Err(Failure::Registry(format!(
+                "Failed to initialize database `{db_name}`: {e}"
+            )))
         }
     }
 }
@@ -403,7 +474,9 @@ fn run_id() -> String {
     format!("{nanos}-{}", std::process::id())
 }
 
-/// Binds both ports and starts accepting; an address in use ends the process.
+/// Binds the HTTP port, and the gevent port only with `workers > 0` (a threaded Odoo serves
+/// websockets on its HTTP port and never opens the other); an address in use ends the
+/// process. Without `--http-interface` Odoo binds every interface.
 fn listen(settings: &Settings, app: &Arc<App>) -> Result<(), ExitCode> {
     let interface = if settings.http_interface.is_empty() {
         "0.0.0.0"
@@ -415,14 +488,23 @@ fn listen(settings: &Settings, app: &Arc<App>) -> Result<(), ExitCode> {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| interface.to_string());
-    for (port, number, label) in [
-        (Port::Http, settings.http_port, "HTTP service (werkzeug)"),
-        (
+    let mut ports = vec![(Port::Http, settings.http_port, "HTTP service (werkzeug)")];
+    if settings.workers > 0 {
+        log::info(
+            None,
+            SERVER,
+            &format!(
+                "the stand-in plays {} workers in one process",
+                settings.workers
+            ),
+        );
+        ports.push((
             Port::Gevent,
             settings.gevent_port,
             "Evented Service (longpolling)",
-        ),
-    ] {
+        ));
+    }
+    for (port, number, label) in ports {
         let listener = match TcpListener::bind((interface, number)) {
             Ok(listener) => listener,
             Err(e) => {

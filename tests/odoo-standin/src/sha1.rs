@@ -5,6 +5,11 @@ pub fn hex_digest(data: &[u8]) -> String {
     sha1_smol::Sha1::from(data).digest().to_string()
 }
 
+/// The raw 20-byte SHA-1 of `data`.
+pub fn raw_digest(data: &[u8]) -> [u8; 20] {
+    sha1_smol::Sha1::from(data).digest().bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::hex_digest;
