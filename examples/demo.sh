@@ -199,7 +199,11 @@ image=$("$OCORE" deploy show "$first" --project shop --output json 2>/dev/null |
 if [ -z "$image" ]; then
     image=$(docker inspect --format '{{.Config.Image}}' "$(docker ps -q --filter label=org.ocore.instance=demo-prod | head -1)")
 fi
-docker run --rm --network host -v "$DEMO_DIR/odoo/demo-prod:/var/lib/odoo" "$image" \
+# The database server as the image's entrypoint reads it (PASSWORD from the environment of
+# this docker client, not from its command line).
+PASSWORD=$(cat "$DEMO_DIR/pg-password") docker run --rm --network host \
+    -e HOST="$OCORE_TEST_PGHOST" -e PORT="$OCORE_TEST_PGPORT" -e USER="$OCORE_TEST_PGUSER" -e PASSWORD \
+    -v "$DEMO_DIR/odoo/demo-prod:/var/lib/odoo" "$image" \
     odoo -d ocore_demo_prod -i ocore_demo_sale --stop-after-init --addons-path=/mnt/extra-addons >/dev/null
 echo "installed ocore_demo and ocore_demo_sale in ocore_demo_prod"
 

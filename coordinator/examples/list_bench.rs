@@ -137,6 +137,7 @@ fn seed(store_dir: &Path, n: usize) -> Result<Vec<String>> {
             started_at: None,
             finished_at: None,
             requested_by: "bench".into(),
+            requested_by_token: None,
             dispatched: true,
             cancel_requested: false,
             last_seq: 0,

@@ -17,6 +17,7 @@ pub mod https;
 pub mod metrics;
 pub mod pki;
 pub mod queue;
+pub mod recovery;
 pub mod secrets;
 pub mod server;
 pub mod store;

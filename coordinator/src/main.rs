@@ -66,14 +66,46 @@ fn main() -> ExitCode {
                 }
             }
         }
-        command => match cli::run(&cli.global, command) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ocore: {e}");
-                ExitCode::from(CliError::exit_code(&e))
+        command => {
+            quiet_on_closed_pipe();
+            match cli::run(&cli.global, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ocore: {e}");
+                    ExitCode::from(CliError::exit_code(&e))
+                }
             }
-        },
+        }
     }
+}
+
+/// Exit code when the reader of our output went away (`ocore deploy list | head -1`):
+/// 128 + SIGPIPE, what a shell reports for any Unix tool ended by a closed pipe.
+const EXIT_CLOSED_PIPE: i32 = 141;
+
+/// A client command whose stdout or stderr is a closed pipe ends at once and quietly,
+/// as Unix tools do, instead of printing a panic. (Rust ignores SIGPIPE, so `println!`
+/// panics on EPIPE; resetting the signal would need unsafe code.)
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if is_closed_pipe(message) {
+            std::process::exit(EXIT_CLOSED_PIPE);
+        }
+        default(info);
+    }));
+}
+
+/// True for the panic `print!`/`eprint!` raise when the pipe they write to is closed.
+fn is_closed_pipe(panic_message: &str) -> bool {
+    panic_message.starts_with("failed printing to std")
+        && (panic_message.contains("Broken pipe") || panic_message.contains("os error 32"))
 }
 
 /// Logs to stderr; under systemd (JOURNAL_STREAM set) journald adds its own timestamps.
@@ -92,5 +124,22 @@ fn init_logging() {
         builder.without_time().with_ansi(false).init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_closed_pipe;
+
+    #[test]
+    fn only_a_closed_pipe_is_quiet() {
+        assert!(is_closed_pipe(
+            "failed printing to stdout: Broken pipe (os error 32)"
+        ));
+        assert!(is_closed_pipe("failed printing to stderr: os error 32"));
+        assert!(!is_closed_pipe(
+            "failed printing to stdout: No space left on device (os error 28)"
+        ));
+        assert!(!is_closed_pipe("index out of bounds: Broken pipe"));
     }
 }

@@ -34,6 +34,7 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
     let pki = Arc::new(Pki::load(config.ca_dir(), config.pki.clone())?);
     let secrets = Arc::new(SecretBox::load_or_create(&config.secrets_key_file())?);
     let store = crate::store::open(&config.store_dir())?;
+    crate::recovery::apply_pending(&store, &config.state_dir);
     bootstrap_admin_token(&store, &config.state_dir)?;
 
     let listener = TcpListener::bind(config.listen)
@@ -51,6 +52,11 @@ pub async fn run(config: CoordinatorConfig) -> anyhow::Result<()> {
         tracker.clone(),
     );
     hub.start();
+    tracker.spawn(crate::recovery::watch(
+        store.clone(),
+        config.state_dir.clone(),
+        cancel.child_token(),
+    ));
     let metrics = Arc::new(Metrics::default());
     let dispatcher = Dispatcher::new(
         store.clone(),

@@ -562,7 +562,7 @@ fn deployments_are_followed_listed_interrupted_cancelled_and_rolled_back() -> Re
     // Ctrl-C while following: the CLI stops (130) and says so; the deployment goes on.
     repo.write(
         "Dockerfile",
-        "FROM ocore/odoo-test:17.0\nRUN sleep 6 && echo interrupted-build\n",
+        "FROM ocore/odoo-test:17.0\nCOPY --chown=odoo:odoo . /mnt/extra-addons\nRUN sleep 6 && echo interrupted-build\n",
     )?;
     repo.commit("slow build")?;
     let (mut child, id) = follow_in_background(c)?;
@@ -634,6 +634,17 @@ fn deployments_are_followed_listed_interrupted_cancelled_and_rolled_back() -> Re
         "--follow",
     ]);
     expect_code(&rolled, 0, "rollback --yes --follow");
+    // The commit line names the author of the commit it returns to, as for a deployment.
+    let commit_line = out(&rolled)
+        .lines()
+        .find(|l| l.trim_start().starts_with("commit "))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        commit_line.contains(" by Test Author: "),
+        "{}",
+        out(&rolled)
+    );
     let last = c.cli_json(&["deploy", "list", "--project", "shop", "--limit", "1"])?;
     assert_eq!(last["deployments"][0]["triggerType"], "rollback");
     assert_eq!(last["deployments"][0]["rollbackOf"], second_id.as_str());

@@ -40,7 +40,7 @@ fn pipeline_status(e: PipelineError) -> Status {
         // A failed journal write stops the agent; the coordinator retries after its restart.
         PipelineError::ShuttingDown
         | PipelineError::Journal(
-            JournalError::Broken | JournalError::Sled(_) | JournalError::NoSpace { .. },
+            JournalError::Broken | JournalError::Io(_) | JournalError::NoSpace { .. },
         ) => Status::unavailable(e.to_string()),
         PipelineError::Journal(_) => Status::internal(e.to_string()),
     }
@@ -113,10 +113,23 @@ pub(super) fn to_proto(event: Event) -> v1::DeployEvent {
             modules,
             maintenance,
             target_color,
+            initialize,
+            entries,
         } => Kind::Plan(v1::DeployPlan {
             modules_to_update: modules,
             maintenance_window: maintenance,
             target_color: color(Some(target_color)),
+            initialize_database: initialize.is_some(),
+            demo_data: initialize.as_ref().is_some_and(|i| i.demo),
+            language: initialize.map(|i| i.language).unwrap_or_default(),
+            modules: entries
+                .into_iter()
+                .map(|e| v1::PlanModule {
+                    name: e.name,
+                    reason: e.reason,
+                    detail: e.detail,
+                })
+                .collect(),
         }),
         EventKind::Snapshot { id, size_bytes } => Kind::Snapshot(v1::SnapshotTaken {
             snapshot_id: id,
@@ -274,12 +287,16 @@ pub(super) async fn rollback(
     if !request.commit_sha.bytes().all(|b| b.is_ascii_hexdigit()) || request.commit_sha.len() > 40 {
         return Err(Status::invalid_argument("commit_sha must be hexadecimal"));
     }
+    // Shown in the event log; bounded like a commit's own.
+    let bounded = |text: &str, max: usize| -> String { text.chars().take(max).collect() };
     let order = RollbackOrder {
         deployment_id: request.deployment_id.clone(),
         instance_id: request.instance_id.clone(),
         snapshot_id: request.snapshot_id,
         image_ref: image.to_owned(),
         commit_sha: request.commit_sha,
+        commit_message: bounded(&request.commit_message, 64 * 1024),
+        commit_author: bounded(&request.commit_author, 1024),
     };
     svc.pipeline.rollback(order).map_err(pipeline_status)?;
     stream(svc, &request.deployment_id, request.from_seq)

@@ -75,6 +75,9 @@ pub struct RollbackCommand {
     pub snapshot_id: String,
     pub image_ref: String,
     pub commit_sha: String,
+    /// The commit's message and author, so the agent's commit event shows them.
+    pub commit_message: String,
+    pub commit_author: String,
     pub from_seq: u64,
 }
 
@@ -181,6 +184,18 @@ pub(crate) fn event(e: v1::DeployEvent) -> DeployEvent {
             modules_to_update: p.modules_to_update,
             maintenance_window: p.maintenance_window,
             target_color: color(p.target_color),
+            initialize_database: p.initialize_database,
+            demo_data: p.demo_data,
+            language: opt_text(p.language),
+            modules: p
+                .modules
+                .into_iter()
+                .map(|m| crate::domain::PlanModule {
+                    name: m.name,
+                    reason: m.reason,
+                    detail: m.detail,
+                })
+                .collect(),
         },
         Some(Kind::Snapshot(s)) => EventKind::Snapshot {
             snapshot_id: s.snapshot_id,
@@ -299,6 +314,8 @@ impl AgentHub {
             image_ref: cmd.image_ref.clone(),
             commit_sha: cmd.commit_sha.clone(),
             from_seq: cmd.from_seq,
+            commit_message: cmd.commit_message.clone(),
+            commit_author: cmd.commit_author.clone(),
         };
         let stream = self
             .rpc_client(agent)?

@@ -18,7 +18,7 @@ use crate::auth::hash_token;
 use crate::store::{AgentRecord, EnrolmentTokenRecord};
 
 /// Longest enrolment token lifetime an operator may ask for.
-const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
+pub(super) const MAX_TOKEN_TTL_SECS: u64 = 7 * 24 * 3600;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -41,6 +41,7 @@ pub fn endpoints() -> Vec<Endpoint> {
 struct AddAgent {
     name: String,
     address: String,
+    #[serde(default, deserialize_with = "super::whole::opt")]
     token_ttl_secs: Option<u64>,
 }
 
@@ -53,15 +54,17 @@ struct UpdateAgent {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NewToken {
+    #[serde(default, deserialize_with = "super::whole::opt")]
     token_ttl_secs: Option<u64>,
 }
 
 /// `host:port` with a non-zero port and a host free of spaces and slashes.
 pub fn validate_address(address: &str) -> Result<(), ApiError> {
-    let ok = address.len() <= 255
+    let ok = address.chars().count() <= 255
         && address.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty()
-                && !host.contains(|c: char| c.is_whitespace() || c == '/' || c == '@')
+                && !host
+                    .contains(|c: char| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
         });
     if ok {

@@ -11,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    endpoint, require, ApiError, Auth, Body, Endpoint, PathParam, QueryParams, SharedState,
+    endpoint, require, ApiError, Auth, Body, Deferred, Endpoint, OptionalBody, PathParam,
+    QueryParams, SharedState,
 };
-use crate::auth::Permission;
+use crate::auth::{Permission, Principal};
 use crate::domain::{
     now_ms, rfc3339_ms, shorten, Deployment, DeploymentStatus, EventKind, GitRef, Project,
     RollbackTarget, SnapshotState, Step, TriggerType, PIPELINE_STEPS,
@@ -53,6 +54,11 @@ pub fn endpoints() -> Vec<Endpoint> {
             post(rollback),
         ),
         endpoint(Method::GET, "/api/deployments/{deploymentId}", get(lookup)),
+        endpoint(
+            Method::POST,
+            "/api/deployments/{deploymentId}/rollback",
+            post(rollback_of),
+        ),
     ]
 }
 
@@ -298,7 +304,7 @@ fn resolve_instance(
             .ok_or_else(|| ApiError::internal("instance vanished"))?),
         n => {
             let ids: Vec<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-            Err(ApiError::bad_request(format!(
+            Err(ApiError::conflict(format!(
                 "project {project} has {n} instances ({}) and no branch mapping decides; pass instanceId",
                 ids.join(", ")
             )))
@@ -313,6 +319,7 @@ pub(super) fn new_deployment(
     trigger: TriggerType,
     reference: &GitRef,
     requested_by: &str,
+    requested_by_token: Option<&str>,
 ) -> Deployment {
     Deployment {
         id: uuid::Uuid::now_v7().to_string(),
@@ -340,6 +347,7 @@ pub(super) fn new_deployment(
         started_at: None,
         finished_at: None,
         requested_by: requested_by.to_owned(),
+        requested_by_token: requested_by_token.map(str::to_owned),
         dispatched: false,
         cancel_requested: false,
         last_seq: 0,
@@ -350,13 +358,20 @@ async fn deploy(
     State(state): State<SharedState>,
     Auth(p): Auth,
     PathParam(project): PathParam<String>,
-    Body(body): Body<DeployBody>,
+    body: Deferred<Body<DeployBody>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&p, Permission::ManageDeployments, &project)?;
+    let Body(body) = body.get()?;
     load_project(&state, &project)?;
     let reference = GitRef::new(body.branch, body.commit_sha, body.tag)?;
     let instance = resolve_instance(&state, &project, body.instance_id.as_deref(), &reference)?;
-    let d = new_deployment(&instance, TriggerType::Manual, &reference, &p.name);
+    let d = new_deployment(
+        &instance,
+        TriggerType::Manual,
+        &reference,
+        &p.name,
+        Some(&p.token_id),
+    );
     let d = enqueue(&state, &d)?;
     Ok((StatusCode::ACCEPTED, Json(summary(&d))))
 }
@@ -400,10 +415,37 @@ async fn show(
     Auth(p): Auth,
     PathParam((project, id)): PathParam<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    require(&p, Permission::ViewDeployments, &project)?;
-    load_project(&state, &project)?;
-    let d = load_deployment(&state, &project, &id)?;
+    let d = readable(&state, &p, &project, &id)?;
     Ok(Json(detail(&state, &d)?))
+}
+
+/// True when `p` may read deployment `d`: with `view:deployments` on its project, or as
+/// the token that asked for it (a CI token holding only `manage:deployments` follows the
+/// deployment it started).
+pub(super) fn may_read(p: &Principal, d: &Deployment) -> bool {
+    p.may(Permission::ViewDeployments, &d.project_id)
+        || d.requested_by_token.as_deref() == Some(p.token_id.as_str())
+}
+
+/// Deployment `id` of `project`, if `p` may read it. A caller who may not gets 403
+/// whether or not the project or the deployment exists.
+pub(super) fn readable(
+    state: &SharedState,
+    p: &Principal,
+    project: &str,
+    id: &str,
+) -> Result<Deployment, ApiError> {
+    if p.may(Permission::ViewDeployments, project) {
+        load_project(state, project)?;
+        return load_deployment(state, project, id);
+    }
+    match state.store.deployment(id)? {
+        Some(d) if d.project_id == project && may_read(p, &d) => Ok(d),
+        _ => Err(ApiError::forbidden(format!(
+            "this token lacks {} on project {project}",
+            Permission::ViewDeployments
+        ))),
+    }
 }
 
 /// Finds a deployment by id alone (for clients that know only the id).
@@ -413,7 +455,7 @@ async fn lookup(
     PathParam(id): PathParam<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state.store.deployment(&id)? {
-        Some(d) if p.may(Permission::ViewDeployments, &d.project_id) => Ok(Json(detail(&state, &d)?)),
+        Some(d) if may_read(&p, &d) => Ok(Json(detail(&state, &d)?)),
         None if p.admin => Err(ApiError::not_found(format!("deployment {} not found", shorten(&id)))),
         _ => Err(ApiError::forbidden(format!(
             "this token lacks view:deployments on the project of deployment {} (or it does not exist)",
@@ -443,11 +485,58 @@ async fn rollback(
     State(state): State<SharedState>,
     Auth(p): Auth,
     PathParam(project): PathParam<String>,
-    Body(body): Body<RollbackBody>,
+    body: Deferred<Body<RollbackBody>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require(&p, Permission::ManageEnvironments, &project)?;
+    let Body(body) = body.get()?;
     load_project(&state, &project)?;
     let target = load_deployment(&state, &project, &body.deployment_id)?;
+    roll_back(&state, &p, target, body.dry_run).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RollbackOfBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/deployments/{id}/rollback`: the same rollback for clients that know only
+/// the deployment's id (the CLI's `ocore deploy rollback --deployment ID`), with the same
+/// permission, `manage:environments` on its project, and nothing else.
+async fn rollback_of(
+    State(state): State<SharedState>,
+    Auth(p): Auth,
+    PathParam(id): PathParam<String>,
+    body: Deferred<OptionalBody<RollbackOfBody>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let target = match state.store.deployment(&id)? {
+        Some(d) if p.may(Permission::ManageEnvironments, &d.project_id) => d,
+        None if p.admin => {
+            return Err(ApiError::not_found(format!(
+                "deployment {} not found",
+                shorten(&id)
+            )))
+        }
+        _ => {
+            return Err(ApiError::forbidden(format!(
+                "this token lacks manage:environments on the project of deployment {} (or it does not exist)",
+                shorten(&id)
+            )))
+        }
+    };
+    let OptionalBody(body) = body.get()?;
+    roll_back(&state, &p, target, body.dry_run).await
+}
+
+/// Plans (`dry_run`) or queues the rollback to the pre-deploy snapshot of `target`.
+async fn roll_back(
+    state: &SharedState,
+    p: &Principal,
+    target: Deployment,
+    dry_run: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let project = target.project_id.clone();
     let no_snapshot = |why: String| ApiError::new(StatusCode::CONFLICT, "snapshot_missing", why);
     let Some(snapshot_id) = target.snapshot_id.clone() else {
         return Err(no_snapshot(format!(
@@ -494,7 +583,7 @@ async fn rollback(
     }
     // The image to return to is the one that served before the target deployment.
     let (_, previous) = super::restore::serving(
-        super::restore::history(&state, &project),
+        super::restore::history(state, &project),
         &target.instance_id,
         Some(super::restore::Then::Before(target.order)),
     )?;
@@ -508,7 +597,7 @@ async fn rollback(
         .served_image()
         .ok_or_else(|| ApiError::internal("the deployment returned to has no image"))?
         .to_owned();
-    if body.dry_run {
+    if dry_run {
         let snapshot = known
             .as_ref()
             .map(super::snapshots::view)
@@ -534,7 +623,13 @@ async fn rollback(
         commit_sha: previous.commit_sha.clone(),
         tag: previous.tag.clone(),
     };
-    let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
+    let mut d = new_deployment(
+        &instance,
+        TriggerType::Rollback,
+        &reference,
+        &p.name,
+        Some(&p.token_id),
+    );
     d.steps.clear();
     d.commit_message.clone_from(&previous.commit_message);
     d.commit_author.clone_from(&previous.commit_author);
@@ -546,7 +641,7 @@ async fn rollback(
         commit_sha: previous.commit_sha.clone(),
     });
     d.snapshot_id = None;
-    let d = enqueue(&state, &d)?;
+    let d = enqueue(state, &d)?;
     tracing::info!(deployment = %d.id, target = %target.id, "rollback queued");
     Ok((StatusCode::ACCEPTED, Json(summary(&d))))
 }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    endpoint, require, Admin, ApiError, Auth, Body, Endpoint, PathParam, QueryParams, SharedState,
+    endpoint, require, Admin, ApiError, Auth, Body, Deferred, Endpoint, PathParam, QueryParams,
+    SharedState,
 };
 use crate::auth::{Permission, Principal};
 use crate::domain::{
@@ -63,7 +64,9 @@ struct UpdateEnvironment {
 #[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SettingsBody {
+    #[serde(deserialize_with = "super::whole::int")]
     keep_last: u32,
+    #[serde(deserialize_with = "super::whole::int")]
     keep_days: u32,
 }
 
@@ -229,10 +232,11 @@ async fn set_settings(
     State(state): State<SharedState>,
     Auth(p): Auth,
     PathParam(id): PathParam<String>,
-    Body(body): Body<SettingsBody>,
+    body: Deferred<Body<SettingsBody>>,
 ) -> Result<Json<Value>, ApiError> {
     let e = environment_for(&state, &p, Some(Permission::ManageEnvironments), &id)?;
     require(&p, Permission::ManageEnvironments, &e.project_id)?;
+    let Body(body) = body.get()?;
     let settings = SnapshotSettings {
         keep_last: body.keep_last,
         keep_days: body.keep_days,

@@ -16,8 +16,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{endpoint, require, ApiError, Auth, Endpoint, PathParam, QueryParams, SharedState};
-use crate::auth::Permission;
+use super::{endpoint, ApiError, Auth, Endpoint, PathParam, QueryParams, SharedState};
 use crate::domain::{rfc3339_ms, shorten, DeployEvent};
 use crate::store::Store;
 
@@ -142,20 +141,8 @@ async fn events(
     headers: HeaderMap,
     q: QueryParams,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    require(&p, Permission::ViewDeployments, &project)?;
+    super::deployments::readable(&state, &p, &project, &id)?;
     let after = resume_point(&headers, &q)?;
-    if state.store.project(&project)?.is_none() {
-        return Err(ApiError::not_found(format!("project {project} not found")));
-    }
-    match state.store.deployment(&id)? {
-        Some(d) if d.project_id == project => {}
-        _ => {
-            return Err(ApiError::not_found(format!(
-                "deployment {} not found in project {project}",
-                shorten(&id)
-            )))
-        }
-    }
     // Subscribe before the first read, so nothing stored in between is missed.
     let live = state.dispatcher.live().subscribe(&id);
     let cursor = Cursor {

@@ -60,19 +60,19 @@ pub fn view(i: &Instance) -> Value {
 /// instance: the coordinator can only name instances the agent itself declares.
 fn check_binding(state: &SharedState, agent: &str, agent_instance: &str) -> Result<(), ApiError> {
     if agent_instance.is_empty()
-        || agent_instance.len() > 100
+        || agent_instance.chars().count() > 100
         || agent_instance.chars().any(char::is_control)
     {
         return Err(ApiError::bad_request(
-            "agentInstanceId must be 1 to 100 characters",
+            "agentInstanceId must be 1 to 100 characters without control characters",
         ));
     }
     let record = state.store.agent(agent)?.ok_or_else(|| {
-        ApiError::bad_request(format!("agent {:?} is not registered", shorten(agent)))
+        ApiError::not_found(format!("agent {:?} is not registered", shorten(agent)))
     })?;
     if !record.instances.is_empty() && !record.instances.iter().any(|i| i.id == agent_instance) {
         let declared: Vec<&str> = record.instances.iter().map(|i| i.id.as_str()).collect();
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::conflict(format!(
             "agent {agent} does not declare instance {:?}; it declares: {}",
             shorten(agent_instance),
             declared.join(", ")

@@ -332,10 +332,23 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(q)| QueryParams(q))
-            .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+        let axum::extract::Query(pairs) =
+            axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| {
+                    ApiError::bad_request(format!("invalid query string: {}", e.body_text()))
+                })?;
+        let mut q = HashMap::new();
+        for (name, value) in pairs {
+            if q.contains_key(&name) {
+                return Err(ApiError::bad_request(format!(
+                    "query parameter {:?} is given more than once",
+                    crate::domain::shorten(&name)
+                )));
+            }
+            q.insert(name, value);
+        }
+        Ok(QueryParams(q))
     }
 }
 
@@ -353,6 +366,48 @@ impl QueryParams {
     }
 }
 
+/// Serde helpers for integer fields of request bodies. JSON has one number type, and
+/// JSON Schema's `integer` includes `1.0`, so a whole number written with a fraction part
+/// is that integer; anything else (negative, fractional, too large) is refused.
+pub mod whole {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    fn from_number<E: Error>(n: &serde_json::Number) -> Result<u64, E> {
+        if let Some(v) = n.as_u64() {
+            return Ok(v);
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+                // Whole and in range: the conversion is exact for every such value.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Ok(f as u64)
+            }
+            _ => Err(E::custom(format!(
+                "expected a non-negative whole number, not {n}"
+            ))),
+        }
+    }
+
+    fn narrow<T: TryFrom<u64>, E: Error>(v: u64) -> Result<T, E> {
+        T::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+    }
+
+    /// A required integer field.
+    pub fn int<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        narrow(from_number(&n)?)
+    }
+
+    /// An optional integer field (with `#[serde(default)]`): absent or null is `None`.
+    pub fn opt<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
+        match Option::<serde_json::Number>::deserialize(d)? {
+            Some(n) => narrow(from_number(&n)?).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A JSON body whose rejections (malformed JSON, wrong types, missing fields, size) are
 /// 4xx API errors naming the problem.
 pub struct Body<T>(pub T);
@@ -365,10 +420,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        // Every request body is a JSON object: serde would also read a struct from an
+        // array of its fields (`[null, null]`), which no client means.
+        let value = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(json_rejection(rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: it must be a JSON object ({...})",
+            ));
         }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -401,6 +466,30 @@ where
         Body::<T>::from_request(req, state)
             .await
             .map(|Body(v)| OptionalBody(v))
+    }
+}
+
+/// A body extractor (`Body`, `OptionalBody`) whose rejection waits until the handler asks
+/// for the body, so a handler can authorize first: a caller without the permission gets
+/// 403, not a 415 or 400 about a body it was never allowed to send.
+pub struct Deferred<E>(Result<E, ApiError>);
+
+impl<E> Deferred<E> {
+    /// The body, or its rejection; call after authorizing.
+    pub fn get(self) -> Result<E, ApiError> {
+        self.0
+    }
+}
+
+impl<S, E> FromRequest<S> for Deferred<E>
+where
+    E: FromRequest<S, Rejection = ApiError>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Deferred(E::from_request(req, state).await))
     }
 }
 

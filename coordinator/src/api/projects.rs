@@ -219,7 +219,7 @@ async fn set_mapping(
         environment_id: body.environment_id,
     };
     state.store.set_mapping(&mapping).map_err(|e| match e {
-        StoreError::NotFound(_) => ApiError::bad_request(format!(
+        StoreError::NotFound(_) => ApiError::not_found(format!(
             "environment {} is not an environment of project {}",
             crate::domain::shorten(&mapping.environment_id),
             mapping.project_id

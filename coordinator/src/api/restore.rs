@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::deployments::{enqueue, new_deployment, summary};
 use super::snapshots::{target, view};
-use super::{endpoint, ApiError, Auth, Endpoint, OptionalBody, PathParam, SharedState};
+use super::{endpoint, ApiError, Auth, Deferred, Endpoint, OptionalBody, PathParam, SharedState};
 use crate::domain::{
     rfc3339_ms, shorten, Deployment, DeploymentStatus, Environment, GitRef, Instance,
     RollbackTarget, Snapshot, SnapshotKind, SnapshotState, TriggerType,
@@ -263,9 +263,10 @@ async fn restore(
     State(state): State<SharedState>,
     Auth(p): Auth,
     PathParam((environment_id, snapshot_id)): PathParam<(String, String)>,
-    OptionalBody(body): OptionalBody<RestoreBody>,
+    body: Deferred<OptionalBody<RestoreBody>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (environment, instance) = target(&state, &p, &environment_id)?;
+    let OptionalBody(body) = body.get()?;
     let snapshot = find_snapshot(&state, &environment, &instance, &snapshot_id).await?;
     let here = taken_here(&state, &environment.id, &snapshot)?;
     let then = if here {
@@ -317,7 +318,13 @@ async fn restore(
         commit_sha: chosen.commit_sha.clone(),
         tag: chosen.tag.clone(),
     };
-    let mut d = new_deployment(&instance, TriggerType::Rollback, &reference, &p.name);
+    let mut d = new_deployment(
+        &instance,
+        TriggerType::Rollback,
+        &reference,
+        &p.name,
+        Some(&p.token_id),
+    );
     d.steps.clear();
     d.commit_message.clone_from(&chosen.commit_message);
     d.commit_author.clone_from(&chosen.commit_author);

@@ -27,6 +27,7 @@ struct CreateToken {
     admin: bool,
     #[serde(default)]
     grants: Vec<GrantBody>,
+    #[serde(default, deserialize_with = "super::whole::opt")]
     expires_in_secs: Option<u64>,
 }
 
@@ -75,10 +76,8 @@ async fn create(
     Admin(_): Admin,
     Body(body): Body<CreateToken>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    crate::domain::validate_name("name", &body.name)?;
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::bad_request("name must be 1 to 100 characters"));
-    }
     if !body.admin && body.grants.is_empty() {
         return Err(ApiError::bad_request(
             "a token needs admin or at least one grant {project, permission}",
@@ -92,11 +91,7 @@ async fn create(
                 g.permission.chars().take(40).collect::<String>()
             ))
         })?;
-        if g.project.is_empty() || g.project.len() > 100 {
-            return Err(ApiError::bad_request(
-                "grant project must be 1 to 100 characters",
-            ));
-        }
+        crate::domain::validate_slug("grant project", &g.project)?;
         grants.push(Grant {
             project: g.project,
             permission,

@@ -554,7 +554,13 @@ fn push_update(
         Some(p) => format!("{provider} webhook ({})", shorten(p)),
         None => format!("{provider} webhook"),
     };
-    let mut new = new_deployment(&instance, TriggerType::Webhook, &reference, &requested_by);
+    let mut new = new_deployment(
+        &instance,
+        TriggerType::Webhook,
+        &reference,
+        &requested_by,
+        None,
+    );
     new.commit_message.clone_from(&u.message);
     new.commit_author.clone_from(&u.author);
     let new = enqueue(state, &new)?;

@@ -64,11 +64,11 @@ pub struct DeploymentRef {
     deployment_flag: Option<String>,
     /// The deployment's project (looked up from the id when omitted).
     #[arg(long)]
-    project: Option<String>,
+    pub project: Option<String>,
 }
 
 impl DeploymentRef {
-    fn id(&self) -> String {
+    pub fn id(&self) -> String {
         self.deployment
             .clone()
             .or_else(|| self.deployment_flag.clone())

@@ -321,10 +321,15 @@ impl Screen {
             }
             "commit" => {
                 let subject = field(&v, "commitMessage");
+                let author = term::author_name(&field(&v, "commitAuthor"));
                 self.line(&format!(
-                    "   commit {} by {}: {}",
+                    "   commit {}{}: {}",
                     term::short_sha(&field(&v, "commitSha")),
-                    term::author_name(&field(&v, "commitAuthor")),
+                    if author.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" by {author}")
+                    },
                     subject.lines().next().unwrap_or("")
                 ));
             }
@@ -335,7 +340,18 @@ impl Screen {
                     .flatten()
                     .filter_map(Value::as_str)
                     .collect();
-                let text = if v["maintenanceWindow"] == Value::Bool(true) {
+                let text = if v["initializeDatabase"] == Value::Bool(true) {
+                    format!(
+                        "   plan: initialize the database ({}, language {}), then start {}",
+                        if v["demoData"] == Value::Bool(true) {
+                            "WITH demo data"
+                        } else {
+                            "without demo data"
+                        },
+                        field(&v, "language"),
+                        field(&v, "targetColor")
+                    )
+                } else if v["maintenanceWindow"] == Value::Bool(true) {
                     format!(
                         "   plan: maintenance window, modules to update: {}",
                         modules.join(", ")
@@ -347,6 +363,13 @@ impl Screen {
                     )
                 };
                 self.line(&text);
+                for m in v["modules"].as_array().into_iter().flatten() {
+                    self.line(&format!(
+                        "     {}: {}",
+                        field(m, "name"),
+                        field(m, "detail")
+                    ));
+                }
             }
             "snapshot" => self.line(&format!(
                 "   pre-deploy snapshot {} ({})",

@@ -172,6 +172,9 @@ pub fn run(global: &Global, command: Command) -> Result<(), CliError> {
         )),
         Command::Ca(cmd) => ca::run(cmd, global.output),
         Command::Agent(cmd) => agent::run(&client()?, cmd, global.output),
+        Command::Token(cmd @ token::TokenCommand::RecoverAdmin { .. }) => {
+            token::recover_admin(cmd, global.output)
+        }
         Command::Token(cmd) => token::run(&client()?, cmd, global.output),
         Command::Project(cmd) => project::run(&client()?, cmd, global.output),
         Command::Environment(cmd) => environment::run(&client()?, cmd, global.output),

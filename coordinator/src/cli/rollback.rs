@@ -206,10 +206,22 @@ fn plan_and_run(
 }
 
 pub fn run(client: &ApiClient, args: RollbackArgs, format: Format) -> Result<(), CliError> {
-    let (id, project) = args.target.resolve(client)?;
+    // By id alone unless the project is given: looking the project up would need
+    // view:deployments, which a rollback does not (it needs manage:environments).
+    let id = args.target.id();
+    let (path, body) = match &args.target.project {
+        Some(project) => (
+            format!("/api/projects/{}/rollback", encode(project)),
+            json!({"deploymentId": id}),
+        ),
+        None => (
+            format!("/api/deployments/{}/rollback", encode(&id)),
+            json!({}),
+        ),
+    };
     let req = Request {
-        path: format!("/api/projects/{}/rollback", encode(&project)),
-        body: json!({"deploymentId": id}),
+        path,
+        body,
         verb: "roll back",
         noun: "rollback",
     };

@@ -72,7 +72,7 @@ pub fn repository_secret_context(project_id: &str) -> String {
 /// the token.
 pub fn validate_token(username: &str, token: &str) -> Result<(), Invalid> {
     if username.is_empty()
-        || username.len() > 255
+        || username.chars().count() > 255
         || username
             .chars()
             .any(|c| c.is_control() || c.is_whitespace() || c == ':')
@@ -82,7 +82,10 @@ pub fn validate_token(username: &str, token: &str) -> Result<(), Invalid> {
                 .to_owned(),
         ));
     }
-    if token.is_empty() || token.len() > 4096 || token.chars().any(|c| c.is_control() || c == ' ') {
+    if token.is_empty()
+        || token.chars().count() > 4096
+        || token.chars().any(|c| c.is_control() || c == ' ')
+    {
         return Err(Invalid(
             "token must be 1 to 4096 characters without spaces or control characters".to_owned(),
         ));

@@ -129,6 +129,28 @@ pub struct Plan {
     pub modules_to_update: Vec<String>,
     pub maintenance_window: bool,
     pub target_color: Option<Color>,
+    /// The deployment creates the database before any colour starts.
+    #[serde(default)]
+    pub initialize_database: bool,
+    #[serde(default)]
+    pub demo_data: bool,
+    #[serde(default)]
+    pub language: Option<String>,
+    /// Why each module is in the plan.
+    #[serde(default)]
+    pub modules: Vec<PlanModule>,
+}
+
+/// A module of a deployment's plan and why it is there.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanModule {
+    pub name: String,
+    /// `checksum_changed`, `no_stored_checksum`, `changed_since_serving_commit` or
+    /// `new_dependency`.
+    pub reason: String,
+    /// The reason as a sentence.
+    pub detail: String,
 }
 
 /// For a rollback or a restore: what is restored, and the image that comes back. Both run
@@ -232,6 +254,10 @@ pub struct Deployment {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub requested_by: String,
+    /// Id of the API token that asked for it (none for webhooks): that token may read and
+    /// follow this deployment even without `view:deployments`.
+    #[serde(default)]
+    pub requested_by_token: Option<String>,
     /// Set just before the request is first sent to the agent: from then on only the
     /// agent can end the deployment (a cancel goes through its Cancel RPC).
     #[serde(default)]
@@ -310,11 +336,19 @@ impl Deployment {
                 modules_to_update,
                 maintenance_window,
                 target_color,
+                initialize_database,
+                demo_data,
+                language,
+                modules,
             } => {
                 self.plan = Some(Plan {
                     modules_to_update: modules_to_update.clone(),
                     maintenance_window: *maintenance_window,
                     target_color: *target_color,
+                    initialize_database: *initialize_database,
+                    demo_data: *demo_data,
+                    language: language.clone(),
+                    modules: modules.clone(),
                 });
             }
             EventKind::Snapshot { snapshot_id, .. } => {
@@ -413,6 +447,7 @@ pub(crate) mod tests {
             started_at: None,
             finished_at: None,
             requested_by: "ci".into(),
+            requested_by_token: None,
             dispatched: false,
             cancel_requested: false,
             last_seq: 0,

@@ -52,6 +52,18 @@ pub enum EventKind {
         maintenance_window: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target_color: Option<Color>,
+        /// The deployment creates the database (`odoo -i base`) before any colour starts.
+        #[serde(default)]
+        initialize_database: bool,
+        /// With Odoo's demo data (only when the instance asks for it).
+        #[serde(default)]
+        demo_data: bool,
+        /// Language the new database gets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        language: Option<String>,
+        /// Why each module is in the plan.
+        #[serde(default)]
+        modules: Vec<crate::domain::PlanModule>,
     },
     #[serde(rename_all = "camelCase")]
     Snapshot {

@@ -14,8 +14,8 @@ pub use credentials::{
     RepositoryCredentials, DEFAULT_TOKEN_USERNAME,
 };
 pub use deployment::{
-    Deployment, DeploymentStatus, GitRef, Plan, RollbackTarget, Step, StepStatus, TriggerType,
-    PIPELINE_STEPS,
+    Deployment, DeploymentStatus, GitRef, Plan, PlanModule, RollbackTarget, Step, StepStatus,
+    TriggerType, PIPELINE_STEPS,
 };
 pub use event::{DeployEvent, EventKind};
 pub use project::{

@@ -115,7 +115,7 @@ pub fn validate_repository_url(url: &str) -> Result<(), Invalid> {
         .split_once(':')
         .is_some_and(|(host, path)| host.contains('@') && !host.contains('/') && !path.is_empty());
     let ok = !url.is_empty()
-        && url.len() <= 2048
+        && url.chars().count() <= 2048
         && !url.chars().any(|c| c.is_whitespace() || c.is_control())
         && !url.starts_with('-')
         && (schemes
@@ -146,7 +146,7 @@ pub fn validate_repository_url(url: &str) -> Result<(), Invalid> {
 
 /// A relative folder inside the repository, without `..`; empty means the root.
 pub fn validate_addons_subpath(path: &str) -> Result<(), Invalid> {
-    let ok = path.len() <= 1024
+    let ok = path.chars().count() <= 1024
         && !path.starts_with('/')
         && !path.chars().any(char::is_control)
         && path.split('/').all(|c| c != ".." && c != ".");
@@ -166,7 +166,7 @@ pub fn validate_ref_name(what: &str, name: &str) -> Result<(), Invalid> {
         c.is_control() || c.is_whitespace() || matches!(c, '~' | '^' | ':' | '?' | '*' | '[' | '\\')
     };
     let ok = !name.is_empty()
-        && name.len() <= 255
+        && name.chars().count() <= 255
         && !name.starts_with('-')
         && !name.starts_with('/')
         && !name.ends_with('/')

@@ -498,6 +498,8 @@ impl Dispatcher {
                 snapshot_id: target.snapshot_id.clone(),
                 image_ref: target.image_ref.clone(),
                 commit_sha: target.commit_sha.clone().unwrap_or_default(),
+                commit_message: d.commit_message.clone().unwrap_or_default(),
+                commit_author: d.commit_author.clone().unwrap_or_default(),
                 from_seq: d.last_seq + 1,
             };
             return Ok(self.hub.rollback(agent, &cmd).await);

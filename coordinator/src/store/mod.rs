@@ -102,7 +102,8 @@ pub trait TokenStore {
     fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
     fn token_count(&self) -> usize;
-    /// Marks a token revoked; it stays listed for the audit trail.
+    /// Marks a token revoked; it stays listed for the audit trail. `Refused` for the last
+    /// active admin token.
     fn revoke_token(&self, id: &str, now: i64) -> Result<TokenRecord, StoreError>;
 }
 

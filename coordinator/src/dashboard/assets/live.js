@@ -70,6 +70,10 @@ export function apply(model, name, data) {
         modulesToUpdate: data.modulesToUpdate,
         maintenanceWindow: data.maintenanceWindow,
         targetColor: data.targetColor || null,
+        initializeDatabase: !!data.initializeDatabase,
+        demoData: !!data.demoData,
+        language: data.language || null,
+        modules: data.modules || [],
       };
       return { header: true };
     case 'snapshot':

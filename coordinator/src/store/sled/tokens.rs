@@ -1,6 +1,7 @@
 //! API tokens in sled: by id, plus a hash -> id index.
 
 use super::{all, get, put, SledStore};
+use crate::store::tokens::last_admin_refusal;
 use crate::store::{StoreError, TokenRecord, TokenStore};
 
 impl TokenStore for SledStore {
@@ -26,8 +27,13 @@ impl TokenStore for SledStore {
         self.tokens.len()
     }
 
-    /// Marks a token revoked; it stays listed for the audit trail.
+    /// Marks a token revoked; it stays listed for the audit trail. Under the admin lock,
+    /// so two revocations at once cannot remove the last two admin tokens.
     fn revoke_token(&self, id: &str, now: i64) -> Result<TokenRecord, StoreError> {
+        let _guard = self.admin_lock();
+        if let Some(why) = last_admin_refusal(&self.tokens()?, id, now) {
+            return Err(StoreError::Refused(why));
+        }
         let mut record: TokenRecord =
             get(&self.tokens, id)?.ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
         record.revoked_at.get_or_insert(now);

@@ -84,10 +84,14 @@ function commitFacts(d) {
 
 function plan(p) {
   if (!p) return null;
-  const how = p.maintenanceWindow
-    ? `maintenance window; odoo -u ${p.modulesToUpdate.join(', ')}`
-    : 'zero downtime (no installed module changed)';
-  return p.targetColor ? [how, ' → ', color(p.targetColor)] : how;
+  const how = p.initializeDatabase
+    ? `initialize the database (${p.demoData ? 'WITH demo data' : 'without demo data'}, language ${p.language || 'en_US'})`
+    : p.maintenanceWindow
+      ? `maintenance window; odoo -u ${p.modulesToUpdate.join(', ')}`
+      : 'zero downtime (no installed module changed)';
+  const why = (p.modules || []).map((m) => h('li', { data: { module: m.name, reason: m.reason } }, h('code', {}, m.name), `: ${m.detail}`));
+  const head = p.targetColor ? [how, ' → ', color(p.targetColor)] : [how];
+  return why.length ? [...head, h('ul', { class: 'plan-modules' }, why)] : head;
 }
 
 function trigger(d, project) {
