@@ -37,11 +37,12 @@ COPY --chown=odoo:odoo . /mnt/extra-addons
 COPY --chown=odoo:odoo faults/odoo.conf /etc/odoo/odoo.conf
 RUN if [ -e /mnt/extra-addons/faults/slow-build ]; then sleep $(cat /mnt/extra-addons/faults/slow-build); fi; \
     if [ -e /mnt/extra-addons/faults/big-layer ]; then head -c 134217728 /dev/urandom > /mnt/extra-addons/faults/layer.bin; fi
-ENTRYPOINT [\"/bin/sh\", \"/mnt/extra-addons/faults/entrypoint.sh\"]
+LABEL org.ocore.odoo-command=\"[\\\"/bin/sh\\\", \\\"/mnt/extra-addons/faults/entrypoint.sh\\\"]\"
 ";
 
-/// Odoo's entry point; with `faults/slow-update`, a `--stop-after-init` run lingers after
-/// its work is committed (as a slow `-u` would), so the agent can be killed mid-step.
+/// The command oCore runs Odoo with (the image's `org.ocore.odoo-command`); with
+/// `faults/slow-update`, a `--stop-after-init` run lingers after its work is committed (as
+/// a slow `-u` would), so the agent can be killed mid-step.
 const ENTRYPOINT: &str = "#!/bin/sh
 if [ -e /mnt/extra-addons/faults/slow-update ]; then
   case \" $* \" in *\" --stop-after-init \"*)
@@ -54,7 +55,8 @@ exec /usr/bin/odoo \"$@\"
 ";
 
 /// Odoo's configuration as the official image has it: no database settings, so the
-/// agent's `[postgres]` (passed as `HOST`, `PORT`, `USER`, `PASSWORD`) decides.
+/// agent's `[postgres]` (passed as `--db_host`, `--db_port`, `--db_user`, and the password
+/// file) decides.
 const ODOO_CONF: &str = "[options]
 addons_path = /mnt/extra-addons
 data_dir = /var/lib/odoo
@@ -76,10 +78,17 @@ impl Rig {
     }
 
     /// `before` runs on the site's directory before the site starts (a mount, a server).
-    fn start_with(
-        mut options: SiteOptions,
-        before: impl FnOnce(&Path) -> Result<()>,
-    ) -> Result<Self> {
+    fn start_with(options: SiteOptions, before: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
+        let rig = Self::prepare(options, before)?;
+        let d = rig.deploy_and_wait()?;
+        ensure!(d["status"] == "succeeded", "first deployment: {d}");
+        let image = d["imageRef"].as_str().context("imageRef")?;
+        rig.site.install_modules(image, "mod_b")?;
+        Ok(rig)
+    }
+
+    /// The site and its repository, nothing deployed yet.
+    fn prepare(mut options: SiteOptions, before: impl FnOnce(&Path) -> Result<()>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let registry = PrivateRegistry::start(dir.path())?;
         options.registry = Some(registry.address.clone());
@@ -94,17 +103,12 @@ impl Rig {
         repo.write(".dockerignore", ".git\nballast\n")?;
         repo.commit("first version")?;
         site.configure_shop(&repo)?;
-        let rig = Self {
+        Ok(Self {
             site,
             repo,
             registry,
             _dir: dir,
-        };
-        let d = rig.deploy_and_wait()?;
-        ensure!(d["status"] == "succeeded", "first deployment: {d}");
-        let image = d["imageRef"].as_str().context("imageRef")?;
-        rig.site.install_modules(image, "mod_b")?;
-        Ok(rig)
+        })
     }
 
     fn deploy(&self) -> Result<String> {
@@ -610,6 +614,63 @@ fn agent_killed_in_push_then_module_update() -> Result<()> {
 #[test]
 fn agent_killed_in_health_check_then_after_the_switch() -> Result<()> {
     agent_killed(&[Kill::HealthCheck, Kill::AfterSwitch])
+}
+
+/// The agent is killed while the first deployment creates the database: on restart it
+/// drops the database it had Odoo create, nothing serves, and the next deployment creates
+/// it again from nothing.
+#[test]
+fn agent_killed_while_creating_the_database_drops_it_on_restart() -> Result<()> {
+    let mut rig = Rig::prepare(SiteOptions::default(), |_| Ok(()))?;
+    // The init run lingers after its work is committed.
+    rig.repo.write("faults/slow-update", "")?;
+    rig.repo.commit("first version, slow init")?;
+    let id = rig.deploy()?;
+    rig.wait_until(&id, "the database's creation", |d| {
+        step_status(d, "Module Update") == Some("running")
+    })?;
+    let update = format!("ocore-{}-update", rig.site.instance);
+    let exists = |rig: &Rig| -> Result<bool> {
+        Ok(rig.site.env.psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = '{}'",
+                rig.site.database
+            ),
+        )? == "1")
+    };
+    wait_for("Odoo to create the database", LONG, || {
+        let tables = rig
+            .site
+            .env
+            .psql(
+                &rig.site.database,
+                "SELECT count(*) FROM ir_module_module WHERE state = 'installed'",
+            )
+            .ok()?;
+        (tables != "0").then_some(())
+    })?;
+    rig.site.agent.crash()?;
+    rig.restart_agent()?;
+    let d = rig.wait(&id)?;
+    ensure!(d["status"] == "failed", "{d}");
+    let reason = d["statusReason"].as_str().unwrap_or_default();
+    ensure!(
+        reason.contains("interrupted") && reason.contains("dropped"),
+        "{d}"
+    );
+    ensure!(!exists(&rig)?, "the half-created database is still there");
+    let containers = rig.site.containers()?;
+    ensure!(
+        containers.is_empty(),
+        "{update} and every other container go: {containers:?}"
+    );
+    rig.repo.remove("faults/slow-update")?;
+    rig.repo.commit("first version")?;
+    let d = rig.deploy_and_wait()?;
+    ensure!(d["status"] == "succeeded", "{d}");
+    ensure!(d["plan"]["initializeDatabase"] == true, "{d}");
+    Ok(())
 }
 
 /// The agent's port, from the address it listens on.

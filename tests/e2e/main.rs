@@ -4,13 +4,16 @@
 //! does this.
 
 mod api;
+mod checksums;
 mod cli;
+mod contract;
 mod daemons;
 mod dashboard;
 mod faults;
 mod fuzz;
 mod https;
 mod lifecycle;
+mod odoo;
 mod openapi;
 mod permissions;
 mod pipeline;

@@ -108,18 +108,32 @@ impl TestEnv {
 
 /// A port free right now on 127.0.0.1.
 ///
-/// The kernel may hand the same ephemeral port out again once its probe socket is closed,
-/// so ports already returned to this test process are never returned twice: two ports of
-/// one agent configuration that collide make the agent refuse it.
+/// Ports come from below the kernel's ephemeral range (32768-60999 by default): a port taken
+/// from that range can be handed out again as the source port of an outgoing connection
+/// (to PostgreSQL, say) before the test's server binds it. Ports already returned to this
+/// test process are never returned twice: two ports of one agent configuration that
+/// collide make the agent refuse it.
 pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    for _ in 0..100 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .unwrap_or(0);
-        if port != 0 && !given.contains(&port) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().rotate_left(16);
+    let mut x = u64::from(seed) | 1;
+    for _ in 0..1000 {
+        // xorshift: cheap, and different per process and call.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 15000 + (x % 17000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
             given.push(port);
             return port;
         }
@@ -318,6 +332,8 @@ pub struct SiteOptions {
     /// A PostgreSQL server of the test's own on 127.0.0.1 (`faults::PrivatePostgres`):
     /// port, superuser and password.
     pub postgres: Option<(u16, String, String)>,
+    /// Extra `key = value` lines of the (first) instance's block in `agent.toml`.
+    pub instance_settings: Vec<String>,
 }
 
 impl Default for SiteOptions {
@@ -330,6 +346,7 @@ impl Default for SiteOptions {
             drain_secs: 1,
             registry: None,
             postgres: None,
+            instance_settings: Vec::new(),
         }
     }
 }
@@ -373,7 +390,7 @@ impl Site {
         std::fs::write(
             &agent.config_path,
             format!(
-                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = {drain}\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n{second_block}",
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{state}\"\n\n[registry]\naddress = \"{registry}\"\n\n[postgres]\nhost = \"{pg_host}\"\nport = {pg_port}\nuser = \"{pg_user}\"\npassword_file = \"{password}\"\n\n[nginx]\nbinary = \"{nginx}\"\nconf_dir = \"{conf_dir}\"\nconfig_file = \"{config_file}\"\nprefix = \"{prefix}\"\n\n[pipeline]\nstep_timeout_secs = {step}\nhealth_timeout_secs = {health}\ndrain_secs = {drain}\nstop_grace_secs = 5\n\n[[instance]]\nid = \"{instance}\"\ndatabase = \"{database}\"\ndata_dir = \"{data}\"\nbase_image = \"{BASE_IMAGE}\"\npublic_port = {public_port}\nblue = {{ http = {bh}, gevent = {bg} }}\ngreen = {{ http = {gh}, gevent = {gg} }}\n{extra}{second_block}",
                 state = state.display(),
                 registry = env.registry,
                 pg_host = env.pg_host,
@@ -392,6 +409,11 @@ impl Site {
                 bg = ports[0].1,
                 gh = ports[1].0,
                 gg = ports[1].1,
+                extra = options
+                    .instance_settings
+                    .iter()
+                    .map(|l| format!("{l}\n"))
+                    .collect::<String>(),
             ),
         )?;
         crate::enrol_and_run(&coordinator, &mut agent)?;
@@ -465,8 +487,17 @@ impl Site {
         let mut command = Command::new("docker");
         // The database server as the agent passes it (an image whose odoo.conf names
         // none uses these, as the official image does).
+        // Through the image's official entrypoint, whatever the repository's own Dockerfile
+        // put in front of it, as an operator's `docker run` of the official image does.
         command
-            .args(["run", "--rm", "--network", "host"])
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "--entrypoint",
+                "/entrypoint.sh",
+            ])
             .args(["-e", &format!("HOST={}", self.env.pg_host)])
             .args(["-e", &format!("PORT={}", self.env.pg_port)])
             .args(["-e", &format!("USER={}", self.env.pg_user)])

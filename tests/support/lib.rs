@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod browser;
 pub mod deploy;
+pub mod driver;
 pub mod faults;
 pub mod fixture;
 pub mod grpc;
