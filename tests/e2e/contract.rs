@@ -324,6 +324,50 @@ fn cli_commands_need_exactly_the_permissions_of_their_api_calls() -> Result<()> 
         ensure!(status == 415, "{method} {path} with it: {status} {body}");
     }
 
+    // Without --follow: the 202 already carries the steps, and the text says how to
+    // follow, which the CI token may then do.
+    let queued = c.cli_as(
+        &ci,
+        &[
+            "deploy",
+            "--project",
+            "shop",
+            "--branch",
+            "main",
+            "--output",
+            "json",
+        ],
+    );
+    ensure!(queued.status.success(), "{queued:?}");
+    let queued: Value = serde_json::from_slice(&queued.stdout)?;
+    let steps = queued["steps"].as_array().context("steps in the 202")?;
+    ensure!(
+        !steps.is_empty()
+            && steps
+                .iter()
+                .all(|s| s["status"] == "pending" && s["name"].is_string()),
+        "{queued}"
+    );
+    let queued_id = queued["id"].as_str().context("id")?;
+    wait_deployment(c, "shop", queued_id, &TERMINAL, LONG)?;
+    let plain = c.cli_as(&ci, &["deploy", "--project", "shop", "--branch", "main"]);
+    let plain_out = text(&plain.stdout);
+    let plain_id = plain_out
+        .strip_prefix("deployment ")
+        .and_then(|l| l.split_whitespace().next())
+        .context("deployment id")?;
+    ensure!(
+        plain_out.contains(&format!("follow it with `ocore deploy follow {plain_id}`")),
+        "{plain_out}"
+    );
+    let follow = c.cli_as(&ci, &["deploy", "follow", plain_id]);
+    ensure!(
+        follow.status.code() == Some(0),
+        "the hint works: {}\n{}",
+        text(&follow.stdout),
+        text(&follow.stderr)
+    );
+
     // A reader that goes away: no panic, no backtrace, the exit of a closed pipe.
     let mut child = Command::new(bin("ocore"))
         .args(["deploy", "list", "--project", "shop"])
@@ -342,5 +386,133 @@ fn cli_commands_need_exactly_the_permissions_of_their_api_calls() -> Result<()> 
         out.status
     );
     ensure!(err.is_empty(), "quiet: {err}");
+    Ok(())
+}
+
+/// `sha256=<hex>` of `body` under `secret`, as GitHub signs a delivery.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    format!("sha256={}", hex::encode(ring::hmac::sign(&key, body)))
+}
+
+/// The smaller points where the API and CLI met users badly: the bearer scheme in any
+/// case; `--limit -1` refused as a value; no token at all is a usage error (64); token
+/// times have milliseconds like every other time; a tag mapping says "tag"; replaying a
+/// delivery that is rejected again exits 1.
+#[test]
+fn the_small_contract_points_hold() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let c = Coordinator::start(dir.path(), &CoordinatorOptions::default())?;
+
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {}", c.admin_token);
+        let (status, body) = ocore_tests::http_call(
+            &c.url,
+            "GET",
+            "/api/tokens",
+            None,
+            None,
+            &[("Authorization", auth.as_str())],
+        )?;
+        ensure!(status == 200, "{scheme}: {status} {body}");
+        // Every token time has exactly three fraction digits, as deployment times do.
+        let created = body["tokens"][0]["createdAt"].as_str().unwrap_or_default();
+        ensure!(
+            created.len() == 24 && created.ends_with('Z') && created.as_bytes()[19] == b'.',
+            "createdAt {created:?}"
+        );
+    }
+
+    c.cli_json(&[
+        "project",
+        "create",
+        "shop",
+        "--repository",
+        "https://example.com/shop.git",
+    ])?;
+    c.cli_json(&["environment", "create", "shop-prod", "--project", "shop"])?;
+
+    let negative = c.cli(&["deploy", "list", "--project", "shop", "--limit", "-1"]);
+    let err = text(&negative.stderr);
+    ensure!(
+        negative.status.code() == Some(64) && err.contains("-1") && err.contains("1..=100"),
+        "--limit -1: {negative:?}"
+    );
+    ensure!(!err.contains("unexpected argument"), "{err}");
+
+    let anonymous = c.cli_as("", &["deploy", "list", "--project", "shop"]);
+    ensure!(
+        anonymous.status.code() == Some(64) && text(&anonymous.stderr).contains("OCORE_TOKEN"),
+        "no token: {anonymous:?}"
+    );
+
+    let tag = c.cli(&[
+        "mapping",
+        "set",
+        "--project",
+        "shop",
+        "--tag",
+        "v1.0.0",
+        "--environment",
+        "shop-prod",
+    ]);
+    ensure!(tag.status.success(), "{tag:?}");
+    ensure!(
+        text(&tag.stdout)
+            .starts_with("tag v1.0.0 of project shop deploys to environment shop-prod"),
+        "{}",
+        text(&tag.stdout)
+    );
+    let both = c.cli(&[
+        "mapping",
+        "set",
+        "--project",
+        "shop",
+        "--tag",
+        "v1",
+        "--branch",
+        "main",
+        "--environment",
+        "shop-prod",
+    ]);
+    ensure!(
+        both.status.code() == Some(64),
+        "--tag with --branch: {both:?}"
+    );
+
+    // A signed delivery that cannot be read is rejected and kept; its replay is rejected
+    // again, and the CLI says so with exit 1.
+    let conf = c.cli_json(&["webhook", "reconfigure", "--project", "shop"])?;
+    let secret = conf["secret"].as_str().context("secret")?;
+    let body = br#"{"ref": 7}"#;
+    let signature = github_signature(secret, body);
+    let (status, answer) = ocore_tests::http_call(
+        &c.url,
+        "POST",
+        "/api/webhooks/github/shop",
+        None,
+        Some(("application/json", std::str::from_utf8(body)?)),
+        &[
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "bad-1"),
+            ("X-Hub-Signature-256", signature.as_str()),
+        ],
+    )?;
+    ensure!(status == 400, "{status} {answer}");
+    let log = c.cli_json(&["webhook", "deliveries", "--project", "shop"])?;
+    let entry = log["deliveries"][0]["id"].as_str().context("entry")?;
+    ensure!(log["deliveries"][0]["redeliverable"] == true, "{log}");
+    let replay = c.cli(&[
+        "webhook",
+        "redeliver",
+        "--project",
+        "shop",
+        "--delivery",
+        entry,
+    ]);
+    ensure!(
+        replay.status.code() == Some(1) && text(&replay.stderr).contains("rejected"),
+        "redeliver of a rejected delivery: {replay:?}"
+    );
     Ok(())
 }

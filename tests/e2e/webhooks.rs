@@ -127,8 +127,15 @@ impl<'a> Hook<'a> {
             .build()
             .into();
         let url = format!("{}/api/webhooks/{provider}/{}", self.c.url, self.project);
-        let mut req = agent.post(&url).header("Content-Type", "application/json");
-        for (k, v) in headers {
+        // JSON unless the caller names another Content-Type ("" for none at all).
+        let mut req = agent.post(&url);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header("Content-Type", "application/json");
+        }
+        for (k, v) in headers.iter().filter(|(_, v)| !v.is_empty()) {
             req = req.header(*k, v.as_str());
         }
         let mut response = req.send(body).with_context(|| format!("POST {url}"))?;
@@ -507,6 +514,38 @@ fn deliveries_are_verified_decided_coalesced_logged_and_bounded() -> Result<()> 
             ..Pushed::default()
         },
     )?;
+    // Authentic, but not declared as JSON (GitHub's form-encoded setting, or no type at
+    // all): 415 saying what to set, recorded, nothing queued.
+    for content_type in ["application/x-www-form-urlencoded", ""] {
+        let form = hook.send(
+            "github",
+            &[
+                ("Content-Type", content_type.to_owned()),
+                ("X-GitHub-Event", "push".to_owned()),
+                (
+                    "X-GitHub-Delivery",
+                    format!("gh-form-{}", content_type.len()),
+                ),
+                ("X-Hub-Signature-256", sign(&secret, &push1)),
+            ],
+            &push1,
+        )?;
+        assert_eq!(form.status, 415, "{form:?}");
+        let message = form.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("must be sent as application/json")
+                && message.contains("Content type"),
+            "{form:?}"
+        );
+    }
+    let log = hook.log()?;
+    assert_eq!(log["deliveries"][0]["outcome"], "rejected", "{log}");
+    assert_eq!(
+        c.get_ok("/api/projects/shop/deployments")?["total"],
+        0,
+        "a refused delivery queues nothing"
+    );
+
     let a = hook.github("push", "gh-1", &push1)?;
     expect(&a, 202, "deployed", "maps to environment shop-prod")?;
     let d1 = deployment_id(&a)?;

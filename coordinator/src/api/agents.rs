@@ -277,8 +277,8 @@ async fn live_info(
         "name": info.name,
         "version": info.version,
         "hostname": info.hostname,
-        "startedAt": rfc3339(info.started_at / 1000),
-        "certificateNotAfter": rfc3339(info.certificate_not_after / 1000),
+        "startedAt": crate::domain::rfc3339_ms(info.started_at),
+        "certificateNotAfter": crate::domain::rfc3339_ms(info.certificate_not_after),
         "instances": instances,
     })))
 }

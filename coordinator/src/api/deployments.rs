@@ -373,7 +373,7 @@ async fn deploy(
         Some(&p.token_id),
     );
     let d = enqueue(&state, &d)?;
-    Ok((StatusCode::ACCEPTED, Json(summary(&d))))
+    Ok((StatusCode::ACCEPTED, Json(detail(&state, &d)?)))
 }
 
 /// Stores a new deployment at the end of its instance's queue and wakes the dispatcher;
@@ -643,7 +643,7 @@ async fn roll_back(
     d.snapshot_id = None;
     let d = enqueue(state, &d)?;
     tracing::info!(deployment = %d.id, target = %target.id, "rollback queued");
-    Ok((StatusCode::ACCEPTED, Json(summary(&d))))
+    Ok((StatusCode::ACCEPTED, Json(detail(state, &d)?)))
 }
 
 #[cfg(test)]

@@ -509,6 +509,16 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header. The scheme is case-insensitive
+/// (RFC 9110 section 11.1); one or more spaces separate it from the token.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, rest) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(rest.trim()).filter(|t| !t.is_empty() && !t.contains(' '))
+}
+
 /// The authenticated caller (any valid, unrevoked, unexpired token).
 pub struct Auth(pub Principal);
 
@@ -523,13 +533,9 @@ impl FromRequestParts<SharedState> for Auth {
             .ok_or_else(|| {
                 ApiError::unauthorized("missing token: send Authorization: Bearer <token>")
             })?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("Authorization header must be: Bearer <token>")
-            })?;
+        let token = bearer_token(header).ok_or_else(|| {
+            ApiError::unauthorized("Authorization header must be: Bearer <token>")
+        })?;
         let record = state
             .store
             .token_by_hash(&hash_token(token))?
@@ -562,15 +568,10 @@ pub fn now_unix() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// RFC 3339 text for Unix seconds, as every timestamp in the API is written.
+/// RFC 3339 text for Unix seconds, in the one form every timestamp in the API has
+/// (UTC, three fraction digits).
 pub fn rfc3339(unix: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::domain::rfc3339_ms(unix.saturating_mul(1000))
 }
 
 #[cfg(test)]
@@ -599,6 +600,23 @@ mod tests {
             "{}",
             deploy.message
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let cases = [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   abc ", Some("abc")),
+            ("Bearerabc", None),
+            ("Basic abc", None),
+            ("Bearer ", None),
+            ("Bearer a b", None),
+            ("abc", None),
+        ];
+        for (header, want) in cases {
+            assert_eq!(bearer_token(header), want, "{header:?}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::deployments::{enqueue, new_deployment, summary};
+use super::deployments::{detail, enqueue, new_deployment};
 use super::snapshots::{target, view};
 use super::{endpoint, ApiError, Auth, Deferred, Endpoint, OptionalBody, PathParam, SharedState};
 use crate::domain::{
@@ -337,7 +337,7 @@ async fn restore(
     });
     let d = enqueue(&state, &d)?;
     tracing::info!(deployment = %d.id, snapshot = %snapshot.id, image = source, "restore queued");
-    Ok((StatusCode::ACCEPTED, Json(summary(&d))))
+    Ok((StatusCode::ACCEPTED, Json(detail(&state, &d)?)))
 }
 
 #[cfg(test)]

@@ -315,6 +315,17 @@ async fn receive(
             e.to_string(),
         );
     }
+    if let Err(message) = webhooks::require_json(provider, &headers) {
+        return refuse(
+            &state,
+            provider,
+            &project,
+            &headers,
+            Some(&body),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            message,
+        );
+    }
     let kept = KeptRequest::new(webhooks::kept_headers(provider, &headers), &body);
     let gate = &state.webhooks;
     if let Err(wait) = gate.verified.check(&project, Instant::now()) {
@@ -524,10 +535,12 @@ fn push_update(
             } else {
                 mapped.join(", ")
             };
-            d.reason = format!(
+            d.reason =
+                format!(
                 "{what} has no mapping to an environment (mapped: {mapped}); nothing deployed. \
-                 Map it with `ocore mapping set --project {} --branch {} --environment ENV`",
+                 Map it with `ocore mapping set --project {} --{} {} --environment ENV`",
                 inc.project,
+                if u.kind == RefKind::Tag { "tag" } else { "branch" },
                 shorten(&bounded_name(&u.name))
             );
             return inc.record(state, d);

@@ -375,9 +375,14 @@ impl ApiClient {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| format!("HTTP {status} from {url}"));
+        let message = explain(status, &code, &message, self.token.is_some());
+        if status == 401 && self.token.is_none() {
+            // No token was given at all: the command line is incomplete (exit 64).
+            return CliError::Usage(message);
+        }
         CliError::Api {
             status,
-            message: explain(status, &code, &message, self.token.is_some()),
+            message,
             code,
         }
     }

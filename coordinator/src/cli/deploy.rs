@@ -98,10 +98,11 @@ pub enum DeployCommand {
         #[arg(long)]
         project: String,
         /// Deployments per page (1 to 100).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
         /// Deployments to skip (the newest first).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         offset: u64,
     },
     /// Show a deployment: reference, commit, snapshot, timing and each step.
@@ -317,8 +318,12 @@ pub fn run(client: &ApiClient, args: DeployArgs, format: Format) -> Result<(), C
         match format {
             Format::Json if !s.follow => output::json(&d),
             Format::Json => {}
-            Format::Text => println!(
+            Format::Text if s.follow => println!(
                 "deployment {id} queued on instance {}",
+                field(&d, "instanceId")
+            ),
+            Format::Text => println!(
+                "deployment {id} queued on instance {} (follow it with `ocore deploy follow {id}`)",
                 field(&d, "instanceId")
             ),
         }

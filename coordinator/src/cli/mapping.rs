@@ -1,6 +1,6 @@
-//! `ocore mapping …`: which environment a branch deploys to (set, list, remove).
+//! `ocore mapping …`: which environment a branch or tag deploys to (set, list, remove).
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::client::ApiClient;
@@ -9,15 +9,15 @@ use super::{CliError, Format};
 
 #[derive(Subcommand)]
 pub enum MappingCommand {
-    /// Map a branch to an environment of the project (replaces an earlier mapping).
+    /// Map a branch (or a tag) to an environment of the project (replaces an earlier
+    /// mapping of that name).
     #[command(visible_alias = "create")]
     Set {
         /// The project (id).
         #[arg(long)]
         project: String,
-        /// Branch name, e.g. main or feature/x.
-        #[arg(long)]
-        branch: String,
+        #[command(flatten)]
+        name: MappedName,
         /// The environment (id).
         #[arg(long)]
         environment: String,
@@ -29,16 +29,40 @@ pub enum MappingCommand {
         #[arg(long)]
         project: String,
     },
-    /// Remove a branch mapping.
+    /// Remove a branch (or tag) mapping.
     #[command(visible_alias = "delete")]
     Remove {
         /// The project (id).
         #[arg(long)]
         project: String,
-        /// Branch name, e.g. main or feature/x.
-        #[arg(long)]
-        branch: String,
+        #[command(flatten)]
+        name: MappedName,
     },
+}
+
+/// The name a mapping matches: a branch, or a tag (pushes of that tag deploy). Both are
+/// one list in the API; the flag only says which one it is meant to be.
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+pub struct MappedName {
+    /// Branch name, e.g. main or feature/x.
+    #[arg(long)]
+    branch: Option<String>,
+    /// Tag name, e.g. v1.0.0 (a push of this tag deploys).
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+impl MappedName {
+    /// The name and what it is, for messages ("branch main", "tag v1.0.0").
+    fn parts(&self) -> (&str, &'static str) {
+        match (&self.branch, &self.tag) {
+            (_, Some(tag)) => (tag, "tag"),
+            (Some(branch), None) => (branch, "branch"),
+            // clap's group makes one of them required.
+            (None, None) => ("", "branch"),
+        }
+    }
 }
 
 /// Percent-encodes a path segment or query value (branch names hold '/').
@@ -58,20 +82,18 @@ pub fn run(client: &ApiClient, cmd: MappingCommand, format: Format) -> Result<()
     match cmd {
         MappingCommand::Set {
             project,
-            branch,
+            name,
             environment,
         } => {
+            let (branch, kind) = name.parts();
             let answer = client.put(
-                &format!(
-                    "/api/projects/{project}/branch-mappings/{}",
-                    encode(&branch)
-                ),
+                &format!("/api/projects/{project}/branch-mappings/{}", encode(branch)),
                 &json!({"environmentId": environment}),
             )?;
             match format {
                 Format::Json => output::json(&answer),
                 Format::Text => println!(
-                    "branch {branch} of project {project} deploys to environment {environment}"
+                    "{kind} {branch} of project {project} deploys to environment {environment}"
                 ),
             }
         }
@@ -93,14 +115,15 @@ pub fn run(client: &ApiClient, cmd: MappingCommand, format: Format) -> Result<()
                 }
             }
         }
-        MappingCommand::Remove { project, branch } => {
+        MappingCommand::Remove { project, name } => {
+            let (branch, kind) = name.parts();
             client.delete(&format!(
                 "/api/projects/{project}/branch-mappings/{}",
-                encode(&branch)
+                encode(branch)
             ))?;
             match format {
                 Format::Json => output::json(&json!({"removed": branch})),
-                Format::Text => println!("mapping of branch {branch} removed"),
+                Format::Text => println!("mapping of {kind} {branch} removed"),
             }
         }
     }

@@ -189,7 +189,11 @@ fn plan_and_run(
     match format {
         Format::Json if !args.follow => output::json(&d),
         Format::Json => {}
-        Format::Text => println!("{}", queued(&plan, &id)),
+        Format::Text if args.follow => println!("{}", queued(&plan, &id)),
+        Format::Text => println!(
+            "{} (follow it with `ocore deploy follow {id}`)",
+            queued(&plan, &id)
+        ),
     }
     if args.follow {
         follow(
@@ -258,12 +262,7 @@ pub fn restore(client: &ApiClient, args: RestoreArgs, format: Format) -> Result<
                 field(plan, "environmentId")
             )
         },
-        |plan, d| {
-            format!(
-                "restore {d} of snapshot {snapshot} queued (follow it with `ocore deploy follow {d} --project {}`)",
-                field(plan, "projectId")
-            )
-        },
+        |_, d| format!("restore {d} of snapshot {snapshot} queued"),
     )
 }
 

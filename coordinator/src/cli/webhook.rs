@@ -48,9 +48,12 @@ pub enum WebhookCommand {
     Deliveries {
         #[arg(long)]
         project: String,
-        #[arg(long, default_value_t = 20)]
+        /// Deliveries per page (1 to 100).
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
-        #[arg(long, default_value_t = 0)]
+        /// Deliveries to skip (the newest first).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         offset: u64,
     },
     /// Replay a recorded delivery (its request as the provider sent it).
@@ -209,6 +212,13 @@ pub fn run(client: &ApiClient, cmd: WebhookCommand, format: Format) -> Result<()
                         println!("follow it with: ocore deploy follow {d}");
                     }
                 }
+            }
+            // A replay the coordinator refused did not do what was asked (exit 1).
+            if answer["outcome"] == "rejected" {
+                return Err(CliError::Outcome(format!(
+                    "the replay of delivery {delivery} was rejected: {}",
+                    field(&answer, "reason")
+                )));
             }
         }
     }

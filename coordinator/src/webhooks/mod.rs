@@ -129,6 +129,40 @@ pub fn verify(
     }
 }
 
+/// Refuses a delivery whose body is not declared as JSON. GitHub can also send
+/// `application/x-www-form-urlencoded` (its "Content type" setting); GitLab and Bitbucket
+/// always send `application/json`. The message says where to change it.
+pub fn require_json(provider: Provider, headers: &HeaderMap) -> Result<(), String> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = declared.as_deref().map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if essence.as_deref() == Some("application/json") {
+        return Ok(());
+    }
+    let got = match &declared {
+        Some(v) => format!("Content-Type {:?}", v.chars().take(100).collect::<String>()),
+        None => "no Content-Type".to_owned(),
+    };
+    let fix = match provider {
+        Provider::Github => {
+            "in the GitHub webhook's settings, set Content type to application/json"
+        }
+        Provider::Gitlab | Provider::Bitbucket => {
+            "send the payload as application/json, as the provider does"
+        }
+    };
+    Err(format!(
+        "webhook deliveries must be sent as application/json (this one has {got}): {fix}"
+    ))
+}
+
 /// Reads an authenticated delivery: its event, delivery id and, for pushes, the refs it
 /// updated.
 pub fn parse(provider: Provider, headers: &HeaderMap, body: &[u8]) -> Result<Parsed, WebhookError> {
@@ -308,6 +342,30 @@ pub(crate) mod tests {
     pub fn sign(secret: &str, body: &[u8]) -> String {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
         format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
+    }
+
+    #[test]
+    fn deliveries_must_be_declared_as_json() {
+        let ok = [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ];
+        for v in ok {
+            let h = headers(&[("content-type", v)]);
+            assert!(require_json(Provider::Github, &h).is_ok(), "{v}");
+        }
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        let e = require_json(Provider::Github, &form).expect_err("form");
+        assert!(e.contains("Content type to application/json"), "{e}");
+        assert!(e.contains("x-www-form-urlencoded"), "{e}");
+        let e = require_json(Provider::Gitlab, &headers(&[])).expect_err("none");
+        assert!(e.contains("no Content-Type"), "{e}");
+        let e = require_json(
+            Provider::Bitbucket,
+            &headers(&[("content-type", "text/json")]),
+        );
+        assert!(e.is_err());
     }
 
     pub fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
